@@ -1,0 +1,305 @@
+"""Copy detection: which generated lines exist in the corpus, and how much a poem shares with it.
+
+Two indexes, so that the guard works everywhere while the corpus itself never ships:
+
+* `LineIndex`: sorted 64-bit BLAKE2b hashes of every corpus line (lines split on ，。？！；：).
+  It is derived data, a few MB, written next to the weights as `corpus_lines.npy` by
+  `write_line_hashes(dataset, model_dir)`; `avoid_copies` needs only this file.
+* `CorpusIndex`: the corpus text with a suffix array, titles and authors, built from tang.npz and
+  cached beside it (`tang.copyindex.npz`). It finds the longest span a poem shares with the corpus
+  and the nearest corpus poem. Without it the copy report says that only the line check ran.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .data import PoemDataset, load_npz
+from .vocab import to_script
+
+LINE_ENDS = "，。？！；："
+LINE_SPLIT = re.compile(f"[{LINE_ENDS}]")
+LINE_HASH_FILE = "corpus_lines.npy"
+INDEX_SUFFIX = ".copyindex.npz"
+INDEX_VERSION = 2
+SEPARATOR = "\n"  # between poems in the index text; never inside a poem, sorts below every character
+BUILD_HINT = "build the data with `python -m train.prepare` (writes data/tang.npz)"
+
+
+def split_lines(text: str) -> list[str]:
+    """The non-empty lines of a poem, without their punctuation."""
+    return [line for line in LINE_SPLIT.split(text) if line]
+
+
+def line_hash(line: str) -> int:
+    """A 64-bit hash of one line that is the same on every run and machine (unlike `hash()`)."""
+    return int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def hash_lines(texts) -> np.ndarray:
+    """Sorted unique uint64 hashes of every line of the given poem texts."""
+    hashes = {line_hash(line) for text in texts for line in split_lines(text)}
+    return np.array(sorted(hashes), dtype=np.uint64)
+
+
+class LineIndex:
+    """Membership test for corpus lines by hash; a binary search, so it loads with one `np.load`."""
+
+    def __init__(self, hashes: np.ndarray, source: str = ""):
+        self.hashes = np.asarray(hashes, dtype=np.uint64)
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def __contains__(self, line: str) -> bool:
+        h = np.uint64(line_hash(line))
+        i = int(np.searchsorted(self.hashes, h))
+        return i < len(self.hashes) and self.hashes[i] == h
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LineIndex":
+        """Read a `corpus_lines.npy` file (sorted uint64, no pickle)."""
+        hashes = np.load(path, allow_pickle=False)
+        if hashes.dtype != np.uint64 or hashes.ndim != 1:
+            raise ValueError(f"{path}: expected a 1-D uint64 array of line hashes, got {hashes.dtype} {hashes.shape}")
+        return cls(hashes, str(path))
+
+
+def dataset_texts(dataset: PoemDataset) -> list[str]:
+    """Every poem of the dataset as text (special tokens removed)."""
+    return [dataset.poem_text(i) for i in range(len(dataset))]
+
+
+def write_line_hashes(dataset: PoemDataset, model_dir: str | Path) -> Path:
+    """Write `corpus_lines.npy` (hashes of every corpus line) into a model folder; returns its path."""
+    path = Path(model_dir) / LINE_HASH_FILE
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, hash_lines(dataset_texts(dataset)), allow_pickle=False)
+    tmp.replace(path)
+    return path
+
+
+def find_line_index(model: str | Path) -> LineIndex | None:
+    """The line index shipped with a model folder or Hub repo, or None when it has none."""
+    local = Path(model) / LINE_HASH_FILE
+    if local.is_file():
+        return LineIndex.load(local)
+    if Path(model).exists():
+        return None
+    try:  # a Hub repo id: the file is optional there too
+        from huggingface_hub import hf_hub_download
+
+        return LineIndex.load(hf_hub_download(repo_id=str(model), filename=LINE_HASH_FILE))
+    except Exception:  # noqa: BLE001 - offline, missing file or not a repo: the caller reports "no index"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Full index: suffix array over the corpus text
+
+
+def suffix_array(codes: np.ndarray) -> np.ndarray:
+    """Suffix array of a non-negative int array by prefix doubling (numpy sorts, a few seconds for 4M)."""
+    n = len(codes)
+    rank = np.unique(codes, return_inverse=True)[1].astype(np.int64)  # dense ranks < n keep the keys exact
+    k = 1
+    while True:
+        second = np.zeros(n, np.int64)
+        second[:n - k] = rank[k:] + 1  # 0 = past the end, which sorts first
+        key = rank * (n + 2) + second
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        rank = np.empty(n, np.int64)
+        rank[order] = np.concatenate(([0], np.cumsum(sorted_key[1:] != sorted_key[:-1])))
+        if rank[order[-1]] == n - 1 or k >= n:
+            return order.astype(np.int32)
+        k *= 2
+
+
+def _index_codes(text: str, n_poems: int) -> np.ndarray:
+    """Code points of the index text, each separator made unique (its poem number).
+
+    Unique separators stop the doubling at the longest repeat inside one poem; since they all
+    sort below every character, Python's own string comparison agrees with the array's order."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64) + n_poems
+    seps = np.flatnonzero(codes == ord(SEPARATOR) + n_poems)
+    codes[seps] = np.arange(len(seps))
+    return codes
+
+
+def _pack(strings) -> np.ndarray:
+    """Strings as one UTF-8 byte array (a fixed-width unicode array would be 20x larger)."""
+    return np.frombuffer("\n".join(map(str, strings)).encode("utf-8"), dtype=np.uint8)
+
+
+def _unpack(packed: np.ndarray) -> list[str]:
+    return packed.tobytes().decode("utf-8").split("\n")
+
+
+class CorpusIndex:
+    """Corpus text, suffix array and poem metadata: longest shared span and nearest poem."""
+
+    def __init__(self, text: str, sa: np.ndarray, starts: np.ndarray, titles, authors,
+                 script: str, line_hashes: np.ndarray, sa_poem: np.ndarray | None = None, source: str = ""):
+        self.text, self.sa, self.starts = text, sa, starts
+        self.titles, self.authors, self.script, self.source = titles, authors, script, source
+        self.line_hashes = line_hashes
+        # The poem of every suffix-array row, so that finding which poems hold a pair is one slice.
+        self.sa_poem = (np.searchsorted(starts, sa, side="right") - 1).astype(np.int32) if sa_poem is None else sa_poem
+
+    @classmethod
+    def build(cls, dataset: PoemDataset) -> "CorpusIndex":
+        """Index every poem of a dataset (titles and authors empty when the file has none)."""
+        texts = dataset_texts(dataset)
+        text = SEPARATOR.join(texts) + SEPARATOR
+        lengths = np.array([len(t) + 1 for t in texts], np.int64)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int32)
+        empty = [""] * len(texts)
+        # Newlines inside a title would break the packed form; they carry no meaning there.
+        titles = [str(t).replace("\n", " ") for t in (dataset.titles if dataset.titles is not None else empty)]
+        authors = [str(a).replace("\n", " ") for a in (dataset.authors if dataset.authors is not None else empty)]
+        sa = suffix_array(_index_codes(text, len(texts)))
+        return cls(text, sa, starts, titles, authors, dataset.vocab.script,
+                   hash_lines(texts), source=str(dataset.path or ""))
+
+    def save(self, path: str | Path, stamp: np.ndarray) -> None:
+        """Write the index uncompressed (so it loads fast), atomically; `stamp` identifies the source file."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        codes = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
+        np.savez(tmp, version=np.int64(INDEX_VERSION), stamp=stamp, codes=codes, sa=self.sa, starts=self.starts,
+                 titles=_pack(self.titles), authors=_pack(self.authors), script=np.array(self.script), line_hashes=self.line_hashes,
+                 sa_poem=self.sa_poem)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, stamp: np.ndarray | None = None) -> "CorpusIndex | None":
+        """Read a cached index; None when it is missing, of another version or for another source."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if int(z["version"]) != INDEX_VERSION or (stamp is not None and not np.array_equal(z["stamp"], stamp)):
+                    return None
+                text = z["codes"].tobytes().decode("utf-32-le")
+                return cls(text, z["sa"], z["starts"], _unpack(z["titles"]), _unpack(z["authors"]), str(z["script"]), z["line_hashes"],
+                           z["sa_poem"], str(path))
+        except (OSError, KeyError, ValueError):
+            return None
+
+    @classmethod
+    def for_npz(cls, npz: str | Path) -> "CorpusIndex | None":
+        """The index of a tang.npz: from its cache when fresh, else built (and cached if writable); None without npz."""
+        npz = Path(npz)
+        if not npz.is_file():
+            return None
+        st = npz.stat()
+        stamp = np.array([st.st_size, st.st_mtime_ns], np.int64)
+        cache = npz.with_name(npz.stem + INDEX_SUFFIX)
+        index = cls.load(cache, stamp)
+        if index is None:
+            index = cls.build(load_npz(npz))
+            try:
+                index.save(cache, stamp)
+            except OSError:
+                pass  # a read-only data folder: the index still works, it is just rebuilt next time
+        return index
+
+    def line_index(self) -> LineIndex:
+        """A LineIndex over the same corpus, for models shipped without `corpus_lines.npy`."""
+        return LineIndex(self.line_hashes, self.source)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _suffix(self, i: int, length: int) -> str:
+        start = int(self.sa[i])
+        return self.text[start:start + length]
+
+    def _range(self, s: str) -> tuple[int, int]:
+        """Suffix-array rows whose suffix starts with s."""
+        key = lambda i: self._suffix(i, len(s))  # noqa: E731
+        rows = range(len(self.sa))
+        return bisect.bisect_left(rows, s, key=key), bisect.bisect_right(rows, s, key=key)
+
+    def occurs(self, s: str) -> int | None:
+        """A corpus position where s occurs, or None."""
+        lo, hi = self._range(s)
+        return int(self.sa[lo]) if hi > lo else None
+
+    def poem_at(self, position: int) -> int:
+        """The number of the poem holding a text position."""
+        return int(np.searchsorted(self.starts, position, side="right")) - 1
+
+    def longest_span(self, text: str) -> tuple[str, int | None]:
+        """The longest substring of text found in the corpus, and the poem holding it (greedy extension)."""
+        best, where = "", None
+        for i in range(len(text)):
+            while i + len(best) < len(text):
+                pos = self.occurs(text[i:i + len(best) + 1])
+                if pos is None:
+                    break
+                best, where = text[i:i + len(best) + 1], pos
+        return best, None if where is None else self.poem_at(where)
+
+    def nearest(self, text: str) -> tuple[int | None, float]:
+        """The poem sharing the most IDF-weighted character pairs with text, and that share in [0, 1]."""
+        pairs = {line[j:j + 2] for line in split_lines(text) for j in range(len(line) - 1)}
+        n = len(self.starts)
+        poems, weights, total = [], [], 0.0
+        for pair in pairs:
+            lo, hi = self._range(pair)
+            weight = math.log((n + 1) / (hi - lo + 1)) + 1.0  # rare pairs say more about kinship
+            total += weight
+            if hi > lo:
+                holders = np.unique(self.sa_poem[lo:hi])
+                poems.append(holders)
+                weights.append(np.full(len(holders), weight))
+        if not poems:
+            return None, 0.0
+        scores = np.bincount(np.concatenate(poems), np.concatenate(weights), minlength=n)
+        best = int(scores.argmax())
+        return best, round(float(scores[best] / total), 4)
+
+    def poem_ref(self, i: int | None, script: str) -> dict | None:
+        """Title and author of poem i in the given script."""
+        if i is None:
+            return None
+        show = _shown(self.script, script)
+        return {"index": i, "title": show(str(self.titles[i])), "author": show(str(self.authors[i]))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _shown(script: str, target: str):
+    """A converter from one script to another (identity when they agree)."""
+    return (lambda s: s) if script == target else (lambda s: to_script(s, target))
+
+
+def copy_report(text: str, lines: LineIndex | None, corpus: CorpusIndex | None, text_script: str,
+                script: str) -> dict:
+    """What a poem (in `text_script`) shares with the corpus; texts and names shown in `script`.
+
+    Keys: checked ("full", "lines" or "none"), copied_lines, longest_span, longest_span_chars,
+    span_poem, nearest, similarity, note."""
+    show = _shown(text_script, script)
+    copied = [line for line in split_lines(text) if lines is not None and line in lines]
+    report = {"checked": "full" if corpus else "lines" if lines is not None else "none",
+              "copied_lines": [show(line) for line in copied], "longest_span": None, "longest_span_chars": None,
+              "span_poem": None, "nearest": None, "similarity": None, "note": ""}
+    if corpus is None:
+        ran = "only the corpus-line check ran" if lines is not None else "no copy check ran"
+        report["note"] = (f"{ran}; for the longest shared span and the nearest corpus poem, {BUILD_HINT}")
+        return report
+    query = _shown(text_script, corpus.script)(text)
+    span, span_poem = corpus.longest_span(query)
+    nearest, similarity = corpus.nearest(query)
+    report.update(longest_span=_shown(corpus.script, script)(span), longest_span_chars=len(LINE_SPLIT.sub("", span)),
+                  span_poem=corpus.poem_ref(span_poem, script), nearest=corpus.poem_ref(nearest, script),
+                  similarity=similarity)
+    return report
