@@ -25,7 +25,7 @@ from poetry_model import prosody  # noqa: E402
 def benchmark_vocab(size: int) -> list[str]:
     """Special tokens, punctuation and the first characters of the lexicon's simplified index."""
     lex = prosody.lexicon()
-    chars = [c for c in lex._tables["simplified"] if len(c) == 1 and c != prosody.LOST_CHAR]
+    chars = [c for c in lex.characters("simplified") if len(c) == 1 and c != prosody.LOST_CHAR]
     specials = ["</s>", "<START>", "<EOP>", "，", "。", "？", "！", "；", "："]
     return specials + chars[: size - len(specials)]
 
@@ -38,8 +38,10 @@ def draw_poems(fm: prosody.FormMasks, n: int, seed: int = 0) -> list[tuple[str, 
         form = list(prosody.FORMS)[k % len(prosody.FORMS)]
         state, ids = fm.start(form), []
         while not state.done:
-            m = state.step_masks()
-            allowed = m.structure & (m.tone if m.tone is not None else True) & (m.rhyme if m.rhyme is not None else True)
+            allowed = state.step_masks().structure.copy()
+            for mask in state.step_masks()[1:]:
+                if mask is not None:
+                    allowed &= mask
             ids.append(int(rng.choice(np.flatnonzero(allowed))))
             state.advance(ids[-1])
         poems.append((form, ids))

@@ -23,7 +23,8 @@ candidate's next-token log-probabilities are shaped by, in this order:
 then temperature (0 = greedy), top-k and top-p pick the token. A hard constraint that would leave
 no character at all is dropped for that step (repetition bans first, then tone, then rhyme; never
 the structure) and the drop is listed in the poem's `relaxations`. No loop can hang: the number
-of steps is capped by `max_length`.
+of steps is capped by `max_length`. Input in either script is mapped to the model's (OpenCC);
+characters it cannot represent raise UnknownCharactersError, which lists them.
 
 Score (higher is better), each part returned in `score_parts`:
   lm       mean natural-log probability per sampled token, under the model's own unconstrained
@@ -38,26 +39,28 @@ import math
 import re
 import secrets
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from .model import ModelLoadError, PoetryLSTM
-from .novelty import CorpusIndex, LineIndex, copy_report, find_line_index
+from .novelty import LINE_ENDS, CorpusIndex, LineIndex, copy_report, find_line_index
+from .prosody import FORMS as FORM_LINES  # form -> (lines, characters per line)
+from .prosody import FormMasks, StepMasks, analyze
 from .vocab import EOP, to_script
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "tang-lstm"
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "tang.npz"
 
-FORM_LINES = {"五绝": (4, 5), "七绝": (4, 7), "五律": (8, 5), "七律": (8, 7)}  # = prosody.FORMS
 FORMS = ("free", *FORM_LINES, "五言", "七言")
 FORM_ALIASES = {"自由": "free", "五絕": "五绝", "七絕": "七绝", "wujue": "五绝", "qijue": "七绝", "wulv": "五律",
                 "qilv": "七律", "wuyan": "五言", "qiyan": "七言"}
 SCRIPTS = ("auto", "simplified", "traditional")
-LINE_ENDS = "，。？！；："
 SENTENCE_ENDS = "。？！"
 ASCII_PUNCTUATION = str.maketrans(",.?!;:", "，。？！；：")
 
@@ -244,12 +247,9 @@ def validate(vocab, *, prompt: str = "", acrostic: str = "", form: str = "free",
 # Free-verse structure (the forms' structure comes from the prosody engine)
 
 
-class StepMasks(NamedTuple):
-    """Same shape as prosody.StepMasks: hard structure, optional tone and rhyme masks."""
-
-    structure: np.ndarray
-    tone: np.ndarray | None = None
-    rhyme: np.ndarray | None = None
+def _free(structure: np.ndarray) -> StepMasks:
+    """Step masks of free verse: structure only."""
+    return StepMasks(structure, None, None)
 
 
 def _frozen(mask: np.ndarray) -> np.ndarray:
@@ -261,7 +261,6 @@ class TokenClasses:
     """Boolean masks over a vocabulary: Han characters, line ends, sentence ends, <EOP>; built once."""
 
     def __init__(self, tokens: list[str]):
-        self.tokens = tokens
         is_char = np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])
         self.eop_id = tokens.index(EOP)
         self.char = _frozen(is_char)
@@ -288,17 +287,27 @@ class FreeState:
     def step_masks(self) -> StepMasks:
         tc, remaining = self.tc, self.budget - self.used
         if self.done or remaining < (2 if self.line_len == 0 else 1):
-            return StepMasks(tc.eop)
+            return _free(tc.eop)
         if self.line_len == 0:
             if self.lines is not None and self.lines_done >= self.lines:
-                return StepMasks(tc.eop)
+                return _free(tc.eop)
             can_end = self.lines is None and self.lines_done > 0 and self.last_sentence
-            return StepMasks(tc.start_or_eop if can_end else tc.start)
-        lines_left = self.lines - self.lines_done if self.lines is not None else 1
+            return _free(tc.start_or_eop if can_end else tc.start)
         # End with a full stop on the last line, or when no further line fits in the budget.
-        sentence = lines_left == 1 and (self.lines is not None or remaining < 3)
-        more = self.line_len < MAX_FREE_LINE and remaining >= 2 * lines_left
-        return StepMasks((tc.within if more else tc.close)[sentence])
+        sentence = self._lines_left() == 1 and (self.lines is not None or remaining < 3)
+        full = self._line_full(self.line_len, remaining)
+        return _free((tc.close if full else tc.within)[sentence])
+
+    def _lines_left(self) -> int:
+        return self.lines - self.lines_done if self.lines is not None else 1
+
+    def _line_full(self, line_len: int, remaining: int) -> bool:
+        """Whether a line this long must end now: at most MAX_FREE_LINE, and room left for the lines to come."""
+        return line_len >= MAX_FREE_LINE or remaining < 2 * self._lines_left()
+
+    def closes_after_char(self) -> bool:
+        """Whether one more character would have to end the current line (so it completes the line)."""
+        return self._line_full(self.line_len + 1, self.budget - self.used - 1)
 
     def advance(self, token_id: int) -> None:
         if self.done:
@@ -542,8 +551,9 @@ class Decoder:
     def _sample(self, free: list[int], feats: torch.Tensor) -> list[int]:
         """Sample the candidates that the structure leaves free, with the copy guard."""
         s, dev = self.s, self.poet.device
-        rows = torch.tensor(free, device=dev)
-        logp = torch.log_softmax(self.poet.model.scores(feats[rows]).float(), -1)
+        if len(free) < len(self.rows):
+            feats = feats[torch.tensor(free, device=dev)]
+        logp = torch.log_softmax(self.poet.model.scores(feats).float(), -1)
         scores = logp + torch.from_numpy(self._bias(free)).to(dev)
         for k in torch.nonzero(torch.isneginf(scores.amax(-1))).flatten().tolist():
             scores[k] = logp[k] + torch.from_numpy(self._relaxed(free[k])).to(dev)
@@ -557,11 +567,14 @@ class Decoder:
         return tokens
 
     def _completed_line(self, row: Row, tok: int) -> str | None:
-        """The line that token would complete, if it completes one."""
+        """The line that token would complete, if it completes one (a line end, or a last character)."""
+        if self.tc.line_end[tok]:
+            return row.line or None
         if self.line_len is not None:
-            full = self.tc.char[tok] and len(row.line) == self.line_len - 1
-            return row.line + self.vocab.tokens[tok] if full else None
-        return row.line if row.line and self.tc.line_end[tok] else None
+            last = len(row.line) == self.line_len - 1
+        else:
+            last = row.state.closes_after_char()
+        return row.line + self.vocab.tokens[tok] if last and self.tc.char[tok] else None
 
     def _guard(self, i: int, scores: torch.Tensor, tok: int) -> int:
         """Resample while the token would complete a corpus line (scores: candidate i's (1, V) row)."""
@@ -611,7 +624,6 @@ class Poem:
     log_prob: float             # natural log-probability of the sampled tokens
     mean_log_prob: float
     sampled_tokens: int
-    prosody: dict | None        # the prosody engine's report (prosody.analyze(text).to_dict())
     copy: dict                  # novelty.copy_report: copied lines, longest shared span, nearest poem
     form: str
     script: str
@@ -620,10 +632,16 @@ class Poem:
     rank: int
     relaxations: list[str]
     settings: dict
-    report: Any = field(default=None, repr=False, compare=False)  # the PoemReport object, not serialised
+    report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
+
+    @cached_property
+    def prosody(self) -> dict | None:
+        """The prosody engine's JSON report (built on first use: it is a deep copy of the report)."""
+        return self.report.to_dict() if self.report is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "report"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "report"}
+        return {**out, "prosody": self.prosody}
 
 
 LINE_RE = re.compile(f"[^{LINE_ENDS}]+[{LINE_ENDS}]?")
@@ -652,20 +670,35 @@ def _finished_text(text: str) -> str:
 # Poet
 
 
+@contextmanager
+def torch_threads(n: int | None):
+    """Run a block with n torch threads (None: leave as is), restoring the previous count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class Poet:
     """A ready generator: model and vocabulary on one device, plus the copy indexes.
 
     `lines` is the corpus-line hash index (for `avoid_copies`); `corpus` the tang.npz whose full
-    index gives the longest shared span and the nearest poem (loaded on first use)."""
+    index gives the longest shared span and the nearest poem (loaded on first use). `threads`:
+    torch threads while generating; one-token steps are too small to share, and on a busy CPU
+    every multi-threaded op waits for its slowest thread (measured 20x slower here)."""
 
     def __init__(self, model: PoetryLSTM, device: torch.device | str = "cpu", *, lines: LineIndex | None = None,
-                 corpus: str | Path | None = None):
+                 corpus: str | Path | None = None, threads: int = 1):
         if model.vocab is None:
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = model.vocab
         self.lines, self.corpus_path = lines, Path(corpus) if corpus else None
+        self.threads = threads
         self._corpus: CorpusIndex | None | bool = False  # False: not loaded yet
         self._form_masks = None
         self.token_classes = TokenClasses(self.vocab.tokens)
@@ -689,8 +722,6 @@ class Poet:
     def form_masks(self):
         """The prosody engine's masks over this vocabulary (built once)."""
         if self._form_masks is None:
-            from .prosody import FormMasks
-
             self._form_masks = FormMasks(self.vocab)
         return self._form_masks
 
@@ -706,7 +737,6 @@ class Poet:
 
     # -- generation -------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def generate(self, prompt: str = "", *, acrostic: str = "", form: str = "free", rhyme: bool = True,
                  tones: bool = True, rhyme_strength: float = 1.0, tone_strength: float = 1.0,
                  temperature: float = 0.8, top_k: int | None = 50, top_p: float = 0.95,
@@ -729,26 +759,28 @@ class Poet:
                      top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, style=style,
                      num_candidates=num_candidates, seed=seed, max_length=max_length, script=script,
                      avoid_copies=avoid_copies)
-        rows = Decoder(self, s).run()
-        return self._ranked([self._poem(s, i, row) for i, row in enumerate(rows)])
+        rows = self._decode(s)
+        settings = s.to_dict()
+        return self._ranked([self._poem(s, settings, i, row) for i, row in enumerate(rows)])
 
-    def _poem(self, s: Settings, i: int, row: Row) -> Poem:
+    def _decode(self, s: Settings) -> list[Row]:
+        with torch.inference_mode(), torch_threads(self.threads):
+            return Decoder(self, s).run()
+
+    def _poem(self, s: Settings, settings: dict, i: int, row: Row) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
-        from .prosody import analyze
-
         model_text = _finished_text(self.vocab.decode(row.tokens))
         text = model_text if s.script == self.vocab.script else to_script(model_text, s.script)
         report = analyze(text) if text else None
-        copy = copy_report(model_text, self.line_index() if s.avoid_copies or self.lines else None,
-                           self.corpus_index(), self.vocab.script, s.script)
+        copy = copy_report(model_text, self.line_index(), self.corpus_index(), self.vocab.script, s.script)
         copy["avoided"] = row.avoided
         mean = row.log_prob / row.sampled if row.sampled else 0.0
         parts = score_parts(mean, report, copy)
         return Poem(text=text, lines=split_with_punctuation(text), score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
-                    sampled_tokens=row.sampled, prosody=report.to_dict() if report else None, copy=copy,
+                    sampled_tokens=row.sampled, copy=copy,
                     form=s.form, script=s.script, seed=s.seed, candidate=i, rank=0,
-                    relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=s.to_dict(),
+                    relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=dict(settings),
                     report=report)
 
     @staticmethod
@@ -764,11 +796,12 @@ class Poet:
 
     def continue_text(self, seed_text: str = "", max_new_tokens: int = 128, temperature: float = 1.0,
                       top_k: int | None = None, seed: int | None = None) -> str:
-        """Seed text continued as free verse until `<EOP>` or `max_new_tokens` (a shortcut for `generate`)."""
+        """Seed text continued as free verse until `<EOP>` or `max_new_tokens`: text only, no reports (the
+        trainer's samples need neither the prosody nor the copy index)."""
         self.vocab.encode(seed_text, "seed text")  # unknown characters named as the trainer's callers expect
-        poem = self.generate(seed_text, temperature=temperature, top_k=top_k, top_p=1.0, seed=seed,
-                             max_length=len(seed_text) + max_new_tokens, avoid_copies=False)[0]
-        return poem.text
+        s = validate(self.vocab, prompt=seed_text, temperature=temperature, top_k=top_k, top_p=1.0, seed=seed,
+                     max_length=len(seed_text) + max_new_tokens, avoid_copies=False)
+        return _finished_text(self.vocab.decode(self._decode(s)[0].tokens))
 
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,

@@ -174,8 +174,8 @@ class CorpusIndex:
         tmp = path.with_name(path.name + ".tmp.npz")
         codes = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
         np.savez(tmp, version=np.int64(INDEX_VERSION), stamp=stamp, codes=codes, sa=self.sa, starts=self.starts,
-                 titles=_pack(self.titles), authors=_pack(self.authors), script=np.array(self.script), line_hashes=self.line_hashes,
-                 sa_poem=self.sa_poem)
+                 titles=_pack(self.titles), authors=_pack(self.authors), script=np.array(self.script),
+                 line_hashes=self.line_hashes, sa_poem=self.sa_poem)
         tmp.replace(path)
 
     @classmethod
@@ -186,8 +186,8 @@ class CorpusIndex:
                 if int(z["version"]) != INDEX_VERSION or (stamp is not None and not np.array_equal(z["stamp"], stamp)):
                     return None
                 text = z["codes"].tobytes().decode("utf-32-le")
-                return cls(text, z["sa"], z["starts"], _unpack(z["titles"]), _unpack(z["authors"]), str(z["script"]), z["line_hashes"],
-                           z["sa_poem"], str(path))
+                return cls(text, z["sa"], z["starts"], _unpack(z["titles"]), _unpack(z["authors"]), str(z["script"]),
+                           z["line_hashes"], z["sa_poem"], str(path))
         except (OSError, KeyError, ValueError):
             return None
 

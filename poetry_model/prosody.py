@@ -39,7 +39,7 @@ EOP = "<EOP>"
 
 LOST_CHAR = "□"  # the corpus's mark for a lost character: part of a line, never generated
 _HAN = f"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f{LOST_CHAR}"
-_HAN_RE = re.compile(f"[{_HAN}]")
+HAN_RE = re.compile(f"[{_HAN}]")
 _LINE_RE = re.compile(f"[{_HAN}]+")
 _NOTE_RE = re.compile(r"（[^（）]*）|\([^()]*\)|《[^《》]*》|\{[^{}]*\}|【[^【】]*】")
 
@@ -85,6 +85,14 @@ class Lexicon:
         raw = self._tables[first].get(ch) or self._tables[second].get(ch)
         return None if raw is None else self._decode(raw)
 
+    def characters(self, script: str) -> list[str]:
+        """Keys of the traditional table or of the simplified index, in code point order."""
+        return list(self._tables[script])
+
+    def level(self, entry: Entry | None) -> tuple[int, ...]:
+        """The level-tone (平声) groups among an entry's groups."""
+        return () if entry is None else tuple(g for g in entry.groups if self.group_tone[g] == PING)
+
     def _decode(self, raw: list) -> Entry:
         """A JSON entry `[groups, dominant?, guessed_tone?]` as an Entry."""
         groups = tuple(raw[0])
@@ -116,8 +124,7 @@ def char_tones(ch: str, strict: bool = False, script: str | None = None) -> froz
 def char_rhyme_groups(ch: str, script: str | None = None) -> tuple[str, ...]:
     """Level-tone (平声) 平水韵 groups of a character, e.g. ("下平七阳",); () if none."""
     lex = lexicon()
-    entry = lex.entry(ch, script or lex.script_of(ch))
-    return () if entry is None else tuple(lex.groups[g] for g in entry.groups if lex.group_tone[g] == PING)
+    return tuple(lex.groups[g] for g in lex.level(lex.entry(ch, script or lex.script_of(ch))))
 
 
 def _short(group: str) -> str:
@@ -134,20 +141,21 @@ def split_lines(text: str) -> list[str]:
     return _LINE_RE.findall(_NOTE_RE.sub("", text))
 
 
-def _shape_form(n_lines: int, length: int) -> str | None:
-    """五绝/七绝/五律/七律/五排/七排 from the shape alone, None if the shape is not regulated."""
-    if length not in (5, 7):
+def shape_form(lines: list[str]) -> str | None:
+    """五绝/七绝/五律/七律/五排/七排 from the shape alone (uniform lines of 5 or 7), else None."""
+    lengths = {len(line) for line in lines}
+    if len(lengths) != 1 or (length := lengths.pop()) not in (5, 7):
         return None
+    n_lines = len(lines)
     kind = {4: "绝", 8: "律"}.get(n_lines) or ("排" if n_lines >= 10 and n_lines % 2 == 0 else None)
     return None if kind is None else ("五" if length == 5 else "七") + kind
 
 
 def _form(lines: list[str], tones: list[list[frozenset[str]]]) -> str:
     """Form from the shape; uniform lines rhymed only in oblique tones are 古体."""
-    lengths = {len(line) for line in lines}
-    if len(lengths) != 1:
+    if len({len(line) for line in lines}) != 1:
         return "杂言"
-    shaped = _shape_form(len(lines), lengths.pop())
+    shaped = shape_form(lines)
     even_ends = [t[-1] for t in tones[1::2]]
     if shaped is None or (even_ends and all(t and PING not in t for t in even_ends)):
         return "古体"
@@ -234,7 +242,7 @@ def check_line(pattern: str, tones: list[frozenset[str]], next_tones: list[froze
     if c + 3 in out.issues and core == "平平平仄仄" and _can(tones[c + 2], ZE) and _can(tones[c], PING):
         out.notes[c + 3] = "特拗（平平仄平仄）"
         del out.issues[c + 3]
-    if c + 3 in out.issues and core == "仄仄平平仄" and next_tones and _only(next_tones[c + 2], PING):
+    if c + 3 in out.issues and core == "仄仄平平仄" and next_tones and _can(next_tones[c + 2], PING):
         out.notes[c + 3] = f"拗，对句第{c + 3}字救"
         del out.issues[c + 3]
     if core == "平平仄仄平" and sum(_can(t, PING) for t in tones[c:c + 4]) <= 1:
@@ -420,9 +428,10 @@ def analyze(text: str, strict: bool = False) -> PoemReport:
     script = lex.script_of(text)
     lines = split_lines(text)
     entries = [[lex.entry(c, script) for c in line] for line in lines]
-    tones = [[_tones_of(e, strict) for e in row] for row in entries]
-    form = _form(lines, tones)
-    rhyme = check_rhyme(lines, entries, tones)
+    lenient = [[_tones_of(e, False) for e in row] for row in entries]  # a rhyme reads a polyphone 平
+    tones = [[_tones_of(e, True) for e in row] for row in entries] if strict else lenient
+    form = _form(lines, lenient)
+    rhyme = check_rhyme(lines, entries, lenient)
     uniform = bool(lines) and len({len(line) for line in lines}) == 1 and len(lines[0]) in (5, 7)
     fit = best_template(tones) if uniform else None
     chars = _annotate(lines, entries, tones, rhyme, fit, form in FORM_NAMES[:6])
@@ -447,7 +456,7 @@ def _annotate(lines: list[str], entries: list[list[Entry | None]], tones: list[l
             note = check.notes.get(j) or ("声调据今音推测" if entry and entry.guessed else None)
             notes.append(CharNote(
                 ch, i + 1, j + 1, "".join(x for x in (PING, ZE) if x in t),
-                [lex.groups[g] for g in entry.groups if lex.group_tone[g] == PING] if entry else [],
+                [lex.groups[g] for g in lex.level(entry)],
                 fit.patterns[i][j] if fit and j in strict_pos else "",
                 j == len(line) - 1 and i in rhyme_lines, violation, note))
     return notes
@@ -490,15 +499,14 @@ class FormMasks:
 
         Tones guessed from Mandarin count when judging a token, but such tokens are left out of
         the tone masks, which offer only characters whose tone a rhyme dictionary gives."""
-        self.is_char = [len(t) == 1 and t != LOST_CHAR and bool(_HAN_RE.match(t)) for t in self.vocab]
+        self.is_char = [len(t) == 1 and t != LOST_CHAR and bool(HAN_RE.match(t)) for t in self.vocab]
         entries = [lex.entry(t, self.script) if c else None for t, c in zip(self.vocab, self.is_char)]
         tones = [_tones_of(e, self.strict) for e in entries]
         self.can_ping = [PING in t for t in tones]
         self.can_ze = [ZE in t for t in tones]
         self.known = [bool(t) for t in tones]
         self.reliable = [e is not None and not e.guessed for e in entries]
-        self.level = [frozenset(g for g in e.groups if lex.group_tone[g] == PING) if e else frozenset()
-                      for e in entries]
+        self.level = [frozenset(lex.level(e)) for e in entries]
         self.wide = frozenset(lex.groups.index(w) for w in WIDE_GROUPS)
 
     def _build_masks(self, lex: Lexicon) -> None:
@@ -524,7 +532,7 @@ class FormMasks:
         self.has_tone = {"P": bool(self.ping.any()), "Z": bool(self.ze.any())}
         self.in_group = np.zeros((len(lex.groups), v), bool)
         for i, groups in enumerate(self.level):
-            self.in_group[list(groups), i] = True
+            self.in_group[list(groups), i] = self.can_ping[i]  # strict: a polyphone read 仄 cannot rhyme
         self.in_group.flags.writeable = False
         self.first_line_open = _frozen(self.group_mask(self.wide) | self.ze)
 
@@ -679,11 +687,10 @@ class FormState:
             self._advance_line_end(token_id)
         elif self.fm.is_char[token_id]:
             self._advance_char(token_id)
-        elif tok in LINE_ENDS or not tok.startswith("<"):
+        elif not tok.startswith("<"):  # punctuation or another symbol ends the line early
             self._relax(f"第{self.line + 1}句只有{self.pos}字")
             self._next_line()
-        else:
-            self._relax(f"忽略特殊符号「{tok}」")
+        # any other special token (<START>, padding) carries no text and is skipped
 
     def _advance_line_end(self, token_id: int) -> None:
         tok = self.fm.vocab[token_id]
@@ -749,7 +756,8 @@ def format_report(report: PoemReport) -> str:
     """The annotated poem as text: header, each line with its tones, then faults and warnings."""
     rhyme = (f"押{report.rhyme_group}（{'、'.join(report.rhyme_chars)}）" if report.rhymes
              else f"不押韵（{report.rhyme_group or '无韵部'}）")
-    out = [f"{report.form} · {report.template or '无定格'} · {rhyme} · 平仄得分 {report.tone_score:.2f}"]
+    template = report.template if report.form in FORM_NAMES[:6] else f"近体参照：{report.template or '无'}"
+    out = [f"{report.form} · {template} · {rhyme} · 平仄得分 {report.tone_score:.2f}"]
     for i, line in enumerate(report.lines, 1):
         notes = [c for c in report.chars if c.line == i]
         marks = "".join("✗" if c.violation else ("韵" if c.rhyme else "　") for c in notes)

@@ -71,6 +71,7 @@ SOURCES = [
 ]
 
 Table = dict[str, set[int]]
+LEVEL_GROUPS = range(30)  # 上平 and 下平 come first among the 106 groups
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def load_pingshui() -> tuple[list[str], Table]:
             for name, strings in groups.items():
                 names.append(name)
                 for ch in "".join(strings):
-                    if prosody._HAN_RE.match(ch):
+                    if prosody.HAN_RE.match(ch):
                         table[ch].add(len(names) - 1)
     for ch, name in PINGSHUI_ADDITIONS.items():
         table[ch].add(names.index(name))
@@ -183,7 +184,7 @@ def corpus_pairs(corpus: list[str]) -> Counter[tuple[str, str]]:
         simp = t2s.convert(text)
         if len(simp) == len(text):
             pairs.update(zip(text, simp))
-    return Counter({p: n for p, n in pairs.items() if prosody._HAN_RE.match(p[0])})
+    return Counter({p: n for p, n in pairs.items() if prosody.HAN_RE.match(p[0])})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,11 +205,11 @@ def bridge(table: Table, chars: set[str]) -> dict[str, str]:
         if not variants[c]:
             variants[c] = {v for v in unihan.get(c, ()) if v in table}
     by_simplified = defaultdict(set)
-    simp_of = convert_chars(sorted(table), "t2s")
-    for k, s in simp_of.items():
+    for k, s in convert_chars(sorted(table), "t2s").items():
         by_simplified[s].add(k)
+    missing_simplified = convert_chars(missing, "t2s")
     for c in missing:
-        sources = variants.get(c) or by_simplified.get(convert_chars([c], "t2s")[c], set()) - {c}
+        sources = variants[c] or by_simplified.get(missing_simplified[c], set()) - {c}
         if sources:
             table[c] = set().union(*(table[s] for s in sources))
             how[c] = "variant " + "".join(sorted(sources))
@@ -240,23 +241,21 @@ def simplified_index(trad: Table, pairs: Counter[tuple[str, str]]) -> Table:
     return dict(simp)
 
 
-def level_tones(groups: set[int], level: set[int]) -> frozenset[str]:
-    return frozenset(prosody.PING if g in level else prosody.ZE for g in groups)
+def level_tones(groups: set[int]) -> frozenset[str]:
+    """平/仄 of a set of group indices."""
+    return frozenset(prosody.PING if g in LEVEL_GROUPS else prosody.ZE for g in groups)
 
 
-def meter_votes(corpus: list[str], trad: Table, guesses: dict[str, str], level: set[int]
-                ) -> Counter[tuple[str, str]]:
+def meter_votes(corpus: list[str], trad: Table, guesses: dict[str, str]) -> Counter[tuple[str, str]]:
     """(traditional char, tone) votes: the tone a template demands where a char stands.
 
     Only poems of regulated shape that fit a template with at most ACCEPT_MAX_ISSUES faults vote."""
     votes: Counter[tuple[str, str]] = Counter()
     for text in corpus:
         lines = prosody.split_lines(text)
-        if prosody._shape_form(len(lines), len(lines[0]) if lines else 0) is None:
+        if prosody.shape_form(lines) is None:
             continue
-        if len({len(line) for line in lines}) != 1:
-            continue
-        tones = [[level_tones(trad[c], level) if c in trad else frozenset(guesses.get(c, "")) for c in line]
+        tones = [[level_tones(trad[c]) if c in trad else frozenset(guesses.get(c, "")) for c in line]
                  for line in lines]
         fit = prosody.best_template(tones)
         if fit.n_issues > ACCEPT_MAX_ISSUES:
@@ -267,15 +266,14 @@ def meter_votes(corpus: list[str], trad: Table, guesses: dict[str, str], level: 
     return votes
 
 
-def mend_from_meter(table: Table, guangyun: Table, votes: Counter[tuple[str, str]], level: set[int]) -> list[str]:
+def mend_from_meter(table: Table, guangyun: Table, votes: Counter[tuple[str, str]]) -> list[str]:
     """Add 廣韻's readings of a tone the table lacks where the meter demands it at least as often."""
     mended = []
     for c, groups in table.items():
-        have = level_tones(groups, level)
-        for tone in level_tones(guangyun.get(c, set()), level) - have:
+        for tone in level_tones(guangyun.get(c, set())) - level_tones(groups):
             other = prosody.ZE if tone == prosody.PING else prosody.PING
             if votes[(c, tone)] >= MEND_MIN_VOTES and votes[(c, tone)] >= votes[(c, other)]:
-                groups |= {g for g in guangyun[c] if level_tones({g}, level) == {tone}}
+                groups |= {g for g in guangyun[c] if level_tones({g}) == {tone}}
                 mended.append(c + tone)
     return mended
 
@@ -289,12 +287,12 @@ def dominant(votes: Counter[str]) -> str:
     return tone if n / total >= DOMINANT_MIN_SHARE else ""
 
 
-def entries(table: Table, guesses: dict[str, str], votes: dict[str, Counter[str]], level: set[int]) -> dict:
+def entries(table: Table, guesses: dict[str, str], votes: dict[str, Counter[str]]) -> dict:
     """JSON entries `[groups, dominant, guessed_tone]` (trailing defaults dropped)."""
     out = {}
     for c in sorted(set(table) | set(guesses)):
         groups = sorted(table.get(c, ()))
-        tones = level_tones(set(groups), level) if groups else frozenset(guesses[c])
+        tones = level_tones(set(groups)) if groups else frozenset(guesses[c])
         entry: list = [groups, dominant(votes.get(c, Counter())) if len(tones) == 2 else ""]
         if not groups:
             entry.append(guesses[c])
@@ -302,6 +300,19 @@ def entries(table: Table, guesses: dict[str, str], votes: dict[str, Counter[str]
             entry.pop()
         out[c] = entry
     return out
+
+
+def votes_by_char(votes: Counter[tuple[str, str]], pairs: Counter[tuple[str, str]], freq: Counter[str]
+                  ) -> tuple[dict[str, Counter[str]], dict[str, Counter[str]]]:
+    """Per traditional char and per simplified char, the meter's votes (shared out as the corpus converts)."""
+    trad: dict[str, Counter[str]] = defaultdict(Counter)
+    simp: dict[str, Counter[str]] = defaultdict(Counter)
+    for (t, tone), n in votes.items():
+        trad[t][tone] += n
+    for (t, s), n in pairs.items():
+        for tone, count in trad.get(t, Counter()).items():
+            simp[s][tone] += count * n / max(1, freq[t])
+    return trad, simp
 
 
 def build(corpus_root: Path) -> tuple[dict, dict]:
@@ -313,20 +324,13 @@ def build(corpus_root: Path) -> tuple[dict, dict]:
     corpus = ["".join(p) for p, _ in iter_corpus(corpus_root)]
     freq = Counter(c for text in corpus for line in prosody.split_lines(text) for c in line)
     bridged = bridge(trad, set(freq))
-    level = set(range(30))
     guesses = mandarin_guesses({c for c in freq if c not in trad and c != NOT_A_CHAR})
-    votes = meter_votes(corpus, trad, guesses, level)
-    mended = mend_from_meter(trad, guangyun, votes, level)
+    votes = meter_votes(corpus, trad, guesses)
+    mended = mend_from_meter(trad, guangyun, votes)
     pairs = corpus_pairs(corpus)
     simp = simplified_index(trad, pairs)
-    guesses |= mandarin_guesses({s for (t, s) in pairs if s not in simp and s != NOT_A_CHAR})
-    trad_votes: dict[str, Counter[str]] = defaultdict(Counter)
-    simp_votes: dict[str, Counter[str]] = defaultdict(Counter)
-    for (t, s), n in pairs.items():
-        for tone in (prosody.PING, prosody.ZE):
-            simp_votes[s][tone] += votes[(t, tone)] * n / max(1, freq[t])
-    for (t, tone), n in votes.items():
-        trad_votes[t][tone] += n
+    guesses |= mandarin_guesses({s for _, s in pairs if s not in simp and s != NOT_A_CHAR})
+    trad_votes, simp_votes = votes_by_char(votes, pairs, freq)
     lexicon = {
         "format": prosody.LEXICON_FORMAT,
         "generated_by": "python -m train.build_lexicon",
@@ -335,8 +339,8 @@ def build(corpus_root: Path) -> tuple[dict, dict]:
         "traditional_marks": "".join(sorted(c for c, s in convert_chars(sorted(set(trad) | set(freq)), "t2s").items()
                                             if s != c)),
         "simplified_marks": "".join(sorted(c for c, t in convert_chars(sorted(simp), "s2t").items() if t != c)),
-        "traditional": entries(trad, guesses, trad_votes, level),
-        "simplified": entries(simp, guesses, simp_votes, level),
+        "traditional": entries(trad, guesses, trad_votes),
+        "simplified": entries(simp, guesses, simp_votes),
     }
     freq.pop(NOT_A_CHAR, None)
     tokens = sum(freq.values())

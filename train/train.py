@@ -427,6 +427,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             summary["stopped"] = "nan"
             break
         val = evaluate(net, val_b, device, bf16)
+        if not math.isfinite(val) or val > 50:  # diverged: keep the last good checkpoint untouched
+            if rank == 0:
+                print(f"\nerror: validation loss became {val} after epoch {epoch + 1}; stopping. The last good "
+                      f"checkpoint is kept in {out / 'last'}; lower --lr or set --clip.", file=sys.stderr)
+            summary["stopped"] = "nan"
+            break
         state.update(epoch=epoch + 1, step_in_epoch=0)
         improved = val < state["best_val"]
         state["bad_epochs"] = 0 if improved else state["bad_epochs"] + 1
@@ -452,8 +458,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
             summary["stopped"] = "patience"
             break
-    summary.update(best_val=state["best_val"], epochs=state["epoch"], steps=state["global_step"],
-                   train_seconds=state["train_seconds"], bf16=bf16)
+    summary.update(rank=rank, best_val=state["best_val"], epochs=state["epoch"], steps=state["global_step"],
+                   train_seconds=state["train_seconds"], bf16=bf16, weights_sha256=weights_digest(net))
     if rank == 0 and cfg.push_to_hub and (out / "best").is_dir():
         from poetry_model.hub import push_folder
 
@@ -511,11 +517,21 @@ def run_epoch(cfg: TrainConfig, step_model: torch.nn.Module, net: PoetryLSTM, op
     return stop
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of all weights: equal on every DDP rank when training stayed in sync."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg, resume = parse_args(argv)
     summary = train(cfg, resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary))
+    print(json.dumps(summary), flush=True)  # every rank: lets anyone compare weights across ranks
     if summary["stopped"] == "nan":
         sys.exit(1)
 

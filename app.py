@@ -1,0 +1,313 @@
+"""Gradio app (and Hugging Face Space) for the Tang poetry generator.
+
+    python app.py                                 # the shipped model at http://127.0.0.1:7860
+    python app.py --model runs/mine/best          # another folder, or a Hub repo id ("user/tang-lstm")
+    MODEL_ID=user/tang-lstm GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 python app.py
+
+Only UI wiring lives here: generation, prosody and copy checks are `poetry_model`'s. The same
+request runs behind the page's button and behind the JSON endpoint `/generate`:
+
+    from gradio_client import Client
+    poems = Client("http://127.0.0.1:7860/").predict(acrostic="春夏秋冬", form="七绝", seed=7, api_name="/generate")
+
+Every user-derived text that reaches the page is HTML-escaped; bad input becomes a gr.Error
+with the library's message, never a stack trace, and the server keeps serving.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
+
+import gradio as gr  # noqa: E402
+
+from app_render import POEM_CSS, render_result, toast_text  # noqa: E402
+
+log = logging.getLogger("poetry_app")
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = HERE / "checkpoints" / "tang-lstm"
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+
+FORM_CHOICES = ["自由", "五绝", "七绝", "五律", "七律"]
+SCRIPT_CHOICES = [("自动 auto", "auto"), ("简体 simplified", "simplified"), ("繁體 traditional", "traditional")]
+# Limits of this app (a free 2-vCPU Space); the library checks everything else.
+MAX_CANDIDATES = 8
+MAX_TEMPERATURE = 2.0
+MAX_TOP_K = 500
+MAX_SEED = 2**53 - 1          # exact in the browser's numbers, so a shown seed always reproduces
+MAX_TEXT = 1000               # characters; a cheap guard before the library's own limits
+CONCURRENCY = 2               # generations at once (one CPU thread each)
+QUEUE_SIZE = 128
+
+DEFAULTS: dict[str, Any] = dict(prompt="", acrostic="", form="自由", rhyme=True, rhyme_strength=1.0, tones=True,
+                                tone_strength=1.0, temperature=0.8, top_k=50, top_p=0.95, style="",
+                                num_candidates=1, seed=-1, script="auto")
+PARAMS = tuple(DEFAULTS)
+
+EXAMPLES = [  # prompt, acrostic, form, style, seed
+    ["", "春夏秋冬", "七绝", "", 7],
+    ["床前明月光，", "", "五绝", "", 42],
+    ["", "", "五律", "大漠孤烟直，长河落日圆。", 3],
+    ["", "长安月", "自由", "", 11],
+    ["", "", "七律", "", 2024],
+]
+
+
+class BadInput(ValueError):
+    """A request this app refuses before it reaches the library."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Request: the API's (or the page's) raw values -> poet.generate keyword arguments
+
+
+def _integer(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadInput(f"{name} must be an integer from {lo} to {hi}{hint}, got {value!r}")
+    return value
+
+
+def _real(name: str, value: Any, lo: float, hi: float, *, open_low: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (lo < value if open_low else lo <= value) or value > hi:
+        bound = f"{'>' if open_low else '>='} {lo:g} and <= {hi:g}"
+        raise BadInput(f"{name} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadInput(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _string(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadInput(f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise BadInput(f"{name} is too long: {len(value)} characters")
+    return value
+
+
+def request_kwargs(**raw: Any) -> dict[str, Any]:
+    """Check the values this app owns and map its conventions onto `Poet.generate`'s arguments.
+
+    Conventions: top_k 0 or null = no limit; seed null or -1 = a fresh random seed,
+    reported with the poem; texts null = empty. The library checks the rest (vocabulary,
+    form and acrostic consistency, lengths) and its ValueErrors are shown as they are."""
+    unknown = sorted(set(raw) - set(PARAMS))
+    if unknown:
+        raise BadInput(f"unknown parameter(s): {', '.join(unknown)}")
+    v = {**DEFAULTS, **raw}
+    top_k = None if v["top_k"] is None else _integer("top_k", v["top_k"], 0, MAX_TOP_K, " (0 = no limit)")
+    seed = None if v["seed"] is None else _integer("seed", v["seed"], -1, MAX_SEED, " (-1 = random)")
+    return dict(
+        prompt=_string("prompt", v["prompt"]), acrostic=_string("acrostic", v["acrostic"]),
+        form=_string("form", v["form"]) or "free",
+        rhyme=_flag("rhyme", v["rhyme"]), rhyme_strength=_real("rhyme_strength", v["rhyme_strength"], 0, 1),
+        tones=_flag("tones", v["tones"]), tone_strength=_real("tone_strength", v["tone_strength"], 0, 1),
+        temperature=_real("temperature", v["temperature"], 0, MAX_TEMPERATURE),
+        top_k=top_k or None, top_p=_real("top_p", v["top_p"], 0, 1, open_low=True),
+        style=_string("style", v["style"]),
+        num_candidates=_integer("num_candidates", v["num_candidates"], 1, MAX_CANDIDATES),
+        seed=None if seed is None or seed < 0 else seed,
+        script=_string("script", v["script"]) or "auto",
+    )
+
+
+def _message(exc: BaseException) -> str:
+    return toast_text(str(exc) or type(exc).__name__)
+
+
+def run_request(poet, raw: dict[str, Any]) -> dict[str, Any]:
+    """One generation; returns the JSON result. Bad input -> gr.Error with a clear message."""
+    t0 = time.perf_counter()
+    try:
+        kwargs = request_kwargs(**raw)
+        poems = poet.generate(**kwargs)
+    except ValueError as exc:  # BadInput, the library's ValueError and its subclasses
+        raise gr.Error(_message(exc), title="输入有误 · Invalid input", print_exception=False) from None
+    except Exception as exc:  # a bug: logged here, reported briefly there, the server carries on
+        log.exception("generation failed for %r", raw)
+        raise gr.Error(f"生成失败 · generation failed ({type(exc).__name__}); please try other settings",
+                       title="出错 · Error", print_exception=False) from None
+    out = [p.to_dict() for p in poems]
+    settings = dict(out[0]["settings"]) if out else {}
+    request = {k: kwargs[k] for k in PARAMS}
+    request["seed"] = settings.get("seed", kwargs["seed"])
+    return {"poems": out, "request": request, "settings": settings,
+            "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The Blocks
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def build_app(poet, *, model_name: str = "") -> gr.Blocks:
+    """The whole UI and the `/generate` API around a loaded `poetry_model.Poet`."""
+
+    def generate(prompt: str = "", acrostic: str = "", form: str = "自由", rhyme: bool = True,
+                 rhyme_strength: float = 1.0, tones: bool = True, tone_strength: float = 1.0,
+                 temperature: float = 0.8, top_k: int | None = 50, top_p: float = 0.95, style: str = "",
+                 num_candidates: int = 1, seed: int | None = -1, script: str = "auto") -> dict:
+        """Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has
+        text, lines, score and score_parts, prosody (per-character tones, rhyme, violations), copy
+        (nearest corpus poem, longest shared span), seed and settings. form: 自由 (free), 五绝, 七绝,
+        五律, 七律; top_k 0 or null = no limit; seed -1 or null = random (reported); script: auto,
+        simplified or traditional."""
+        return run_request(poet, dict(prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme,
+                                      rhyme_strength=rhyme_strength, tones=tones, tone_strength=tone_strength,
+                                      temperature=temperature, top_k=top_k, top_p=top_p, style=style,
+                                      num_candidates=num_candidates, seed=seed, script=script))
+
+    def generate_page(*values):
+        result = generate(*values)
+        for poem in result["poems"]:
+            for note in poem.get("relaxations") or []:
+                gr.Warning(toast_text(str(note)))
+        asked = result["request"]["num_candidates"]
+        if len(result["poems"]) < asked:
+            gr.Warning(f"{asked - len(result['poems'])} 首重复已合并 · duplicate candidate(s) merged")
+        return render_result(result), result
+
+    with gr.Blocks(title="唐诗生成器 · Tang poetry generator") as demo:
+        gr.Markdown("# 唐诗生成器 · Tang poetry generator\n"
+                    "字符级 LSTM 按体裁、押韵、平仄作诗。 A character LSTM trained on Tang poems writes verse "
+                    "with form, rhyme and tone control; every character is annotated with its tone."
+                    + (f"  \nModel: `{model_name.replace('`', '')}`" if model_name else ""))
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                prompt = gr.Textbox(label="开头 Prompt", placeholder="床前明月光，", elem_id="prompt",
+                                    info="诗的开头，由模型续写 · the opening, continued by the model")
+                acrostic = gr.Textbox(label="藏头 Acrostic", placeholder="春夏秋冬", elem_id="acrostic",
+                                      info="每句首字 · one head character per line")
+                form = gr.Radio(FORM_CHOICES, value="自由", label="体裁 Form", elem_id="form",
+                                info="自由 = free verse; 绝句 4 lines, 律诗 8 lines of 5 or 7 characters")
+                with gr.Row():
+                    rhyme = gr.Checkbox(True, label="押韵 Rhyme", elem_id="rhyme", info="even lines rhyme", scale=1)
+                    rhyme_strength = gr.Slider(0, 1, 1.0, step=0.05, label="押韵强度 Rhyme strength", scale=2,
+                                               info="1 = strict, 0 = off", elem_id="rhyme_strength")
+                with gr.Row():
+                    tones = gr.Checkbox(True, label="平仄 Tones", elem_id="tones", info="level/oblique pattern",
+                                        scale=1)
+                    tone_strength = gr.Slider(0, 1, 1.0, step=0.05, label="平仄强度 Tone strength", scale=2,
+                                              info="1 = strict, 0 = off", elem_id="tone_strength")
+                with gr.Accordion("采样 Sampling", open=False):
+                    temperature = gr.Slider(0, MAX_TEMPERATURE, 0.8, step=0.05, label="温度 Temperature",
+                                            info="0 = greedy; higher = bolder", elem_id="temperature")
+                    top_k = gr.Slider(0, MAX_TOP_K, 50, step=1, label="Top-k",
+                                      info="只从最可能的 k 字中选 · 0 = no limit", elem_id="top_k")
+                    top_p = gr.Slider(0.05, 1, 0.95, step=0.01, label="Top-p",
+                                      info="累计概率截断 · nucleus sampling", elem_id="top_p")
+                    style = gr.Textbox(label="风格 Style", placeholder="大漠孤烟直，长河落日圆。", elem_id="style",
+                                       info="先读给模型定基调，不输出 · read first to set the mood, not printed")
+                num_candidates = gr.Slider(1, MAX_CANDIDATES, 1, step=1, label="候选数 Candidates",
+                                           info="写几首，按分数排序 · poems written and ranked", elem_id="num_candidates")
+                with gr.Row(equal_height=True):
+                    seed = gr.Number(-1, label="随机种子 Seed", precision=0, minimum=-1, maximum=MAX_SEED,
+                                     info="-1 = 每次随机 · random each time; the seed used is shown with the poem",
+                                     elem_id="seed", scale=3)
+                    reseed = gr.Button("新种子 New seed", elem_id="new_seed", scale=1)
+                script = gr.Radio(SCRIPT_CHOICES, value="auto", label="简/繁 Script", elem_id="script",
+                                  info="输出字体 · output script")
+                go = gr.Button("作诗 Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=3, min_width=360):
+                poems_html = gr.HTML("<div class='poem-empty'>点击「作诗」· press Generate</div>",
+                                     css_template=POEM_CSS, elem_id="poems", js_on_load=None)
+                with gr.Accordion("JSON（与 /generate API 相同 · same as the API）", open=False):
+                    poems_json = gr.JSON(label="result", elem_id="result_json")
+        inputs = [prompt, acrostic, form, rhyme, rhyme_strength, tones, tone_strength, temperature, top_k, top_p,
+                  style, num_candidates, seed, script]
+        gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",
+                    elem_id="examples")
+        go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
+                 api_visibility="undocumented", concurrency_id="poet")
+        reseed.click(new_seed, None, seed, queue=False, api_visibility="private")
+        gr.api(generate, api_name="generate", concurrency_id="poet")
+    return demo
+
+
+def warm_up(poet) -> None:
+    """Build the lazy indexes (form masks, copy index) before serving, so no request pays for them."""
+    poet.generate(form="七绝", seed=0)
+    poet.generate(seed=0, max_length=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Serve the Tang poetry generator (Gradio).")
+    p.add_argument("--model", default=os.environ.get("MODEL_ID") or None,
+                   help="model folder or Hub repo id (env MODEL_ID; default: checkpoints/tang-lstm)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST,
+                   help="address to bind (env GRADIO_SERVER_NAME; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
+                   help="port (env GRADIO_SERVER_PORT; default 7860)")
+    p.add_argument("--corpus", default=os.environ.get("POETRY_CORPUS") or None,
+                   help="tang.npz for the copy report's nearest poem (env POETRY_CORPUS; default data/tang.npz)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("POET_CONCURRENCY") or CONCURRENCY),
+                   help=f"generations running at once (default {CONCURRENCY})")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("POET_THREADS") or 1),
+                   help="torch CPU threads per process (default 1: concurrent requests share the cores)")
+    return p.parse_args(argv)
+
+
+def load_poet(model: str | None, device: str | None = None, corpus: str | None = None):
+    """The Poet, or exit with a message saying how to get a model."""
+    from poetry_model import load
+    from poetry_model.model import ModelLoadError
+
+    if model is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        sys.exit(f"error: no model at {DEFAULT_MODEL_DIR}.\n"
+                 "Get one: train it (`python -m train.train --data data/tang.npz --out runs/mine`) and run "
+                 "`python app.py --model runs/mine/best`, or point MODEL_ID / --model at a Hub repo id.")
+    try:
+        extra = {"corpus": corpus} if corpus else {}
+        return load(model if model is not None else DEFAULT_MODEL_DIR, device=device, **extra)
+    except (ModelLoadError, OSError, ValueError) as exc:
+        sys.exit(f"error: cannot load model {model or DEFAULT_MODEL_DIR}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    t0 = time.perf_counter()
+    poet = load_poet(args.model, args.device, args.corpus)
+    if hasattr(poet, "threads"):
+        poet.threads = max(1, args.threads)
+    warm_up(poet)
+    if poet.corpus_index() is None:
+        log.warning("no corpus file (%s): copy reports will lack the nearest corpus poem; build data/tang.npz "
+                    "with `python -m train.prepare` or pass --corpus", args.corpus or "data/tang.npz")
+    log.info("model %s ready in %.1f s", args.model or DEFAULT_MODEL_DIR, time.perf_counter() - t0)
+    shown = args.model or str(DEFAULT_MODEL_DIR)  # a folder by its name only: no server paths on the page
+    demo = build_app(poet, model_name=Path(shown).name if Path(shown).is_dir() else shown)
+    demo.queue(default_concurrency_limit=max(1, args.concurrency), max_size=QUEUE_SIZE)
+    demo.launch(server_name=args.host, server_port=args.port, theme=gr.themes.Soft(), footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""HTML of generated poems for the app: each line, each character with its tone, rhyme and
+violation marks, then scores, the copy report and the settings that reproduce the poem.
+
+Input is the JSON of `Poem.to_dict()`; every text taken from it is HTML-escaped (poems hold
+only vocabulary characters, but settings echo the user's input and titles come from the corpus).
+`toast_text` makes a message safe for Gradio's toasts, which render HTML.
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")   # the only ways "<" opens markup in HTML
+_ENTITY = re.compile(r"&(?=[#A-Za-z])")
+
+
+def toast_text(text: str) -> str:
+    """Text for gr.Error / gr.Warning, whose toasts render HTML: every tag, comment or entity the
+    text could open is neutralised, so it shows as typed; plain messages ("x >= 0") stay readable
+    for API clients."""
+    return _TAG_START.sub("&lt;", _ENTITY.sub("&amp;", text))
+
+
+POEM_CSS = """
+.poems { display: flex; flex-direction: column; gap: 14px; }
+.poem-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 12px 18px;
+             background: var(--background-fill-secondary); }
+.poem-head { font-size: 0.9em; color: var(--body-text-color-subdued); margin-bottom: 4px; }
+.poem-head b { color: var(--body-text-color); }
+.poem-line { font-family: "Noto Serif CJK SC", "Source Han Serif SC", "WenQuanYi Micro Hei", serif;
+             font-size: 1.7em; line-height: 2.3; letter-spacing: 0.06em; }
+.poem-line ruby { ruby-position: over; padding: 0 1px; }
+.poem-line rt { font-size: 0.42em; letter-spacing: 0; color: var(--body-text-color-subdued); }
+.poem-line .ping rt { color: #2f6fb0; }
+.poem-line .ze rt { color: #b7701a; }
+.poem-line .rhyme { border-bottom: 3px double #c0392b; }
+.poem-line .bad { background: rgba(220, 53, 69, 0.18); border-radius: 4px; outline: 1px solid #dc3545; }
+.poem-line .note { text-decoration: underline dotted; }
+.poem-line .punct { color: var(--body-text-color-subdued); }
+.poem-meta { font-size: 0.88em; margin-top: 6px; line-height: 1.6; }
+.poem-meta .bad-list { color: #c0392b; }
+.poem-meta code { font-size: 0.95em; }
+.poem-legend { font-size: 0.82em; color: var(--body-text-color-subdued); }
+.poem-empty { color: var(--body-text-color-subdued); font-style: italic; }
+"""
+
+LEGEND = ("注 Legend: 字上 <span style='color:#2f6fb0'>平</span>/<span style='color:#b7701a'>仄</span> = tone, "
+          "「平仄」 = either (polyphone); <span style='border-bottom:3px double #c0392b'>双下划线</span> = rhyme "
+          "position; <span style='background:rgba(220,53,69,.18);outline:1px solid #dc3545'>红底</span> = "
+          "violation (hover for details).")
+
+E = html.escape
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else E(str(x))
+
+
+def _char_html(ch: str, note: dict | None) -> str:
+    """One character with its tone above and classes for rhyme, violation and notes."""
+    if note is None:
+        return f"<ruby>{E(ch)}<rt>&nbsp;</rt></ruby>"
+    tones = note.get("tones") or ""
+    cls = ["ping" if tones == "平" else "ze" if tones == "仄" else "both" if tones else "unknown"]
+    tips = [f"{tones or '?'}声" if tones else "声调不明 unknown tone"]
+    if note.get("rhyme_groups"):
+        tips.append("韵部 " + "、".join(map(str, note["rhyme_groups"])))
+    if note.get("required"):
+        tips.append(f"格律要求 {note['required']}")
+    if note.get("rhyme"):
+        cls.append("rhyme")
+        tips.append("韵脚 rhyme position")
+    if note.get("violation"):
+        cls.append("bad")
+        tips.append(f"违例 violation: {note['violation']}")
+    if note.get("note"):
+        cls.append("note")
+        tips.append(str(note["note"]))
+    return (f"<ruby class='{' '.join(cls)}' title='{E(' · '.join(tips))}'>{E(ch)}"
+            f"<rt>{E(tones or '?')}</rt></ruby>")
+
+
+def _lines_html(poem: dict) -> str:
+    """The poem line by line; prosody notes matched to characters in order (none -> plain)."""
+    notes = list((poem.get("prosody") or {}).get("chars") or [])
+    k, rows = 0, []
+    for line in poem.get("lines") or [poem.get("text", "")]:
+        parts = []
+        for ch in line:
+            if k < len(notes) and notes[k].get("char") == ch:
+                parts.append(_char_html(ch, notes[k]))
+                k += 1
+            elif ch in "，。？！；：、":
+                parts.append(f"<span class='punct'>{E(ch)}</span>")
+            else:
+                parts.append(_char_html(ch, None))
+        rows.append(f"<div class='poem-line' data-text='{E(line)}'>{''.join(parts)}</div>")
+    return "".join(rows)
+
+
+def _ref(ref: dict | None) -> str:
+    if not ref:
+        return "—"
+    return f"《{E(str(ref.get('title', '')))}》 {E(str(ref.get('author', '')))}"
+
+
+def _copy_html(copy: dict) -> str:
+    if not copy:
+        return "复制检查 copy check: —"
+    bits = [f"最近的古诗 nearest: {_ref(copy.get('nearest'))}"]
+    if copy.get("similarity") is not None:
+        bits[-1] += f" (相似度 similarity {_fmt(copy['similarity'])})"
+    if copy.get("longest_span"):
+        bits.append(f"最长共享片段 longest shared span 「{E(str(copy['longest_span']))}」"
+                    f" ({copy.get('longest_span_chars')} 字, {_ref(copy.get('span_poem'))})")
+    copied = copy.get("copied_lines") or []
+    bits.append(f"整句照抄 copied lines: {E('、'.join(map(str, copied))) if copied else '无 none'}")
+    if copy.get("avoided"):
+        bits.append(f"已避开 avoided {int(copy['avoided'])} corpus line(s)")
+    if copy.get("note"):
+        bits.append(E(str(copy["note"])))
+    return "复制检查 copy report: " + " · ".join(bits)
+
+
+def _settings_html(poem: dict) -> str:
+    s = poem.get("settings") or {}
+    shown = [f"seed=<b>{E(str(poem.get('seed', s.get('seed'))))}</b>",
+             f"candidate #{E(str(poem.get('candidate', 0)))} of {E(str(s.get('num_candidates', 1)))}"]
+    for key in ("form", "prompt", "acrostic", "style", "rhyme", "rhyme_strength", "tones", "tone_strength",
+                "temperature", "top_k", "top_p", "script"):
+        if key in s and s[key] not in ("", None):
+            shown.append(f"{key}={E(str(s[key]))}")
+    return "复现 reproduce: <code>" + ", ".join(shown) + "</code>"
+
+
+def render_poem(poem: dict) -> str:
+    pros = poem.get("prosody") or {}
+    parts = poem.get("score_parts") or {}
+    head = (f"<b>#{E(str(poem.get('rank', '?')))}</b> · {E(str(pros.get('form') or poem.get('form', '')))}"
+            f" · 总分 score <b>{_fmt(poem.get('score'))}</b> ("
+            + ", ".join(f"{E(str(k))} {_fmt(v)}" for k, v in parts.items()) + ")")
+    rhyme = (f"押韵 rhyme: {'✓' if pros.get('rhymes') else '✗'} {E(str(pros.get('rhyme_group') or ''))}"
+             f" · 平仄 tones {_fmt(pros.get('tone_score'))} {E(str(pros.get('template') or ''))}")
+    meta = [rhyme]
+    if pros.get("violations"):
+        meta.append("<span class='bad-list'>违例 violations: " + "；".join(E(str(v)) for v in pros["violations"])
+                    + "</span>")
+    if pros.get("warnings"):
+        meta.append("提示 notes: " + "；".join(E(str(w)) for w in pros["warnings"]))
+    if poem.get("relaxations"):
+        meta.append("放宽 relaxed: " + "；".join(E(str(r)) for r in poem["relaxations"]))
+    meta += [_copy_html(poem.get("copy") or {}), _settings_html(poem)]
+    return (f"<div class='poem-card'><div class='poem-head'>{head}</div>"
+            f"<div class='poem'>{_lines_html(poem)}</div>"
+            f"<div class='poem-meta'>{'<br>'.join(meta)}</div></div>")
+
+
+def render_result(result: dict) -> str:
+    poems = result.get("poems") or []
+    if not poems:
+        return "<div class='poem-empty'>没有诗 · no poem</div>"
+    cards = "".join(render_poem(p) for p in poems)
+    return f"<div class='poems'>{cards}<div class='poem-legend'>{LEGEND}</div></div>"

@@ -1,0 +1,168 @@
+"""Generation latency on the CPU: one 七律 with every constraint, 16 candidates in one batch, the classic loop.
+
+    python benchmarks/generate_latency.py [--data data/tang.npz] [--runs 30]
+
+The model has the classic size (embedding 128, hidden 256, 2 layers, the tang.npz vocabulary of
+~8.9k tokens) with random weights: speed does not depend on training. "All constraints" means
+form 七律 with hard rhyme and tone masks, the repetition guard and the corpus-line copy guard
+(the line-hash index a shipped model folder carries). The classic loop is the PyTorch book's
+chapter 9 `generate()`: a seq-first model, one full forward of batch 1 per character, greedy
+`topk(1)`, autograd left on, here for the 64 characters + <EOP> of a 七律. It runs with torch's
+default thread count (as the book does) and with one thread (as the engine does); the last line
+compares against the faster of the two.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from poetry_model.data import load_npz  # noqa: E402
+from poetry_model.generation import Poet, torch_threads  # noqa: E402
+from poetry_model.model import PoetryConfig, PoetryLSTM  # noqa: E402
+from poetry_model.novelty import CorpusIndex, LineIndex, copy_report  # noqa: E402
+
+QILV_TOKENS = 8 * 8 + 1  # 8 lines of 7 characters and a punctuation mark, then <EOP>
+
+
+class ClassicPoetryModel(nn.Module):
+    """The book's PoetryModel: seq-first LSTM, logits for every position, zero state when none is given."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.embeddings = nn.Embedding(vocab_size, embedding_dim)
+        self.lstm = nn.LSTM(embedding_dim, self.hidden_dim, num_layers=2)
+        self.linear1 = nn.Linear(self.hidden_dim, vocab_size)
+
+    def forward(self, input, hidden=None):
+        seq_len, batch_size = input.size()
+        if hidden is None:
+            h_0 = input.data.new(2, batch_size, self.hidden_dim).fill_(0).float()
+            c_0 = input.data.new(2, batch_size, self.hidden_dim).fill_(0).float()
+        else:
+            h_0, c_0 = hidden
+        embeds = self.embeddings(input)
+        output, hidden = self.lstm(embeds, (h_0, c_0))
+        output = self.linear1(output.view(seq_len * batch_size, -1))
+        return output, hidden
+
+    @classmethod
+    def sharing(cls, model: PoetryLSTM) -> "ClassicPoetryModel":
+        """The classic model with the same weights as ours."""
+        cfg = model.config
+        classic = cls(cfg.vocab_size, cfg.embedding_dim, cfg.hidden_dim)
+        classic.embeddings.load_state_dict(model.embedding.state_dict())
+        classic.lstm.load_state_dict(model.lstm.state_dict())  # same parameters; only batch_first differs
+        classic.linear1.load_state_dict(model.head.state_dict())
+        return classic
+
+
+def classic_generate(model, start_words, ix2word, word2ix, max_gen_len, prefix_words=None):
+    """The book's generate(), unchanged but for max_gen_len being an argument."""
+    results = list(start_words)
+    start_word_len = len(start_words)
+    input = torch.Tensor([word2ix["<START>"]]).view(1, 1).long()
+    hidden = None
+    if prefix_words:
+        for word in prefix_words:
+            output, hidden = model(input, hidden)
+            input = input.data.new([word2ix[word]]).view(1, 1)
+    for i in range(max_gen_len):
+        output, hidden = model(input, hidden)
+        if i < start_word_len:
+            w = results[i]
+            input = input.data.new([word2ix[w]]).view(1, 1)
+        else:
+            top_index = output.data[0].topk(1)[1][0].item()
+            w = ix2word[top_index]
+            results.append(w)
+            input = input.data.new([top_index]).view(1, 1)
+        if w == "<EOP>":
+            del results[-1]
+            break
+    return results
+
+
+def bare_steps(poet: Poet, batch: int) -> None:
+    """The floor: a 七律's 65 LSTM steps and output layers, with no sampling, masks or bookkeeping."""
+    with torch.inference_mode(), torch_threads(poet.threads):
+        feats, state = poet.stepper.prefill([poet.vocab.start_id], batch, poet.device)
+        tokens = torch.zeros(batch, dtype=torch.long)
+        for _ in range(QILV_TOKENS):
+            poet.model.scores(feats)
+            feats, state = poet.stepper.step(tokens, state)
+
+
+def timed(fn, runs: int) -> list[float]:
+    """Wall-clock milliseconds of each call (after one warm-up call)."""
+    fn(0)
+    out = []
+    for i in range(runs):
+        t = time.perf_counter()
+        fn(i + 1)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def report(name: str, values: list[float]) -> float:
+    p50, p95 = statistics.median(values), pct(values, 95)
+    print(f"{name:<44} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   ({len(values)} runs)")
+    return p50
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "tang.npz",
+                        help="tang.npz: the vocabulary and the corpus lines")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args(argv)
+
+    dataset = load_npz(args.data)
+    torch.manual_seed(0)
+    model = PoetryLSTM(PoetryConfig.for_vocab(dataset.vocab))  # classic size, random weights
+    model.vocab = dataset.vocab
+    corpus = CorpusIndex.for_npz(args.data)
+    poet = Poet(model, "cpu", lines=LineIndex(corpus.line_hashes))
+    poet.form_masks()  # built once per process, like the app does at start-up
+    print(f"model: vocab {len(dataset.vocab)}, embedding 128, hidden 256, 2 layers; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} default threads; engine uses {poet.threads}")
+
+    one = report("engine: one 七律, all constraints", timed(lambda s: poet.generate(form="七律", seed=s), args.runs))
+    acro = report("engine: one 七律 acrostic, all constraints",
+                  timed(lambda s: poet.generate(acrostic="春夏秋冬花鸟风月", form="七律", seed=s), args.runs))
+    many = report("engine: 16 七律 candidates in one batch",
+                  timed(lambda s: poet.generate(form="七律", num_candidates=16, seed=s), max(5, args.runs // 3)))
+    floor = report("floor: bare model steps of one 七律", timed(lambda s: bare_steps(poet, 1), args.runs))
+    report("floor: bare model steps, batch of 16", timed(lambda s: bare_steps(poet, 16), max(5, args.runs // 3)))
+    text = poet.generate(form="七律", seed=1)[0].text
+    report("full copy report, one poem (optional index)",
+           timed(lambda s: copy_report(text, poet.lines, corpus, "simplified", "simplified"), args.runs))
+
+    classic = ClassicPoetryModel.sharing(model)
+    ix2word, word2ix = dict(enumerate(dataset.vocab.tokens)), dataset.vocab.index
+    loop = lambda s: classic_generate(classic, "", ix2word, word2ix, QILV_TOKENS)  # noqa: E731
+    classic_default = report(f"classic loop, {torch.get_num_threads()} threads (book)", timed(loop, args.runs))
+    with torch_threads(1):
+        classic_one = report("classic loop, 1 thread", timed(loop, args.runs))
+    best_classic = min(classic_default, classic_one)
+    print(f"targets: one 七律 <= 10 ms (p50 {one:.1f}), 16 candidates <= 40 ms (p50 {many:.1f}), >= 5x classic")
+    print(f"16 candidates cost {many / one:.1f}x one poem; constraints and sampling add {one / floor:.1f}x to the "
+          f"bare model steps; acrostic 七律 {best_classic / acro:.1f}x faster than classic")
+    print(f"speed-up of one constrained 七律 over the classic loop: {best_classic / one:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The trainer on a slice of the real data: learning, crash and resume, files, DDP under torchrun, errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from poetry_model.model import PoetryLSTM
+from train.train import TrainConfig, parse_args, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--embedding-dim", "32", "--hidden-dim", "48", "--batch-size", "32", "--limit-poems", "600"]
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python -m train.train ARGS` in a fresh process, as a user runs it."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "train.train", *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def summaries(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def config(npz: Path, out: Path, *extra: str) -> TrainConfig:
+    cfg, _ = parse_args(["--data", str(npz), "--out", str(out), *TINY, *extra])
+    return cfg
+
+
+def test_a_few_steps_lower_the_validation_loss(small_npz, tmp_path):
+    cfg = config(small_npz, tmp_path / "run", "--epochs", "3", "--lr", "3e-3")
+    summary = train(cfg)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] < 9.1  # ln(8928) = 9.1 is a uniform guess
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert summary["best_val"] == min(r["val_loss"] for r in rows)
+    for key in ("val_ppl", "val_bits_per_char", "tokens_per_s", "lr", "wall_s"):
+        assert all(isinstance(r[key], (int, float)) for r in rows)
+    png = (tmp_path / "run" / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "epoch 3" in (tmp_path / "run" / "samples.txt").read_text(encoding="utf-8")
+
+
+def test_best_checkpoint_loads_strictly_and_matches_the_best_epoch(small_npz, tmp_path):
+    cfg = config(small_npz, tmp_path / "run", "--epochs", "2", "--lr", "3e-3")
+    train(cfg)
+    best = PoetryLSTM.from_pretrained(tmp_path / "run" / "best")
+    card = (tmp_path / "run" / "best" / "README.md").read_text(encoding="utf-8")
+    assert "model-index" in card
+    from poetry_model.generation import Poet
+
+    assert Poet(best).log_likelihood("床前明月光") < 0
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_kill_9_then_resume_continues_from_the_saved_step(small_npz, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", str(small_npz), "--out", str(out), *TINY, "--epochs", "2", "--checkpoint-every", "3"]
+    proc = subprocess.Popen([sys.executable, "-m", "train.train", *args], cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state_file = out / "last" / "trainer_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state_file.is_file() and json.loads(state_file.read_text())["global_step"] >= 6):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = json.loads(state_file.read_text())
+    assert saved["global_step"] >= 6 and saved["epoch"] == 0  # killed mid-epoch 1
+    result = run_cli(args + ["--resume"])
+    assert result.returncode == 0, result.stderr
+    assert f"resuming at epoch 1 step {saved['step_in_epoch']}" in result.stdout
+    [summary] = summaries(result.stdout)
+    steps_per_epoch = -(-540 // 32)  # 540 training poems in batches of 32
+    assert summary["steps"] == 2 * steps_per_epoch  # nothing repeated, nothing skipped
+    PoetryLSTM.from_pretrained(out / "best")
+
+
+def test_resume_reproduces_an_uninterrupted_run(small_npz, tmp_path):
+    common = [*TINY, "--epochs", "2", "--checkpoint-every", "0", "--precision", "fp32"]
+    straight = run_cli(["--data", str(small_npz), "--out", str(tmp_path / "a"), *common])
+    first = run_cli(["--data", str(small_npz), "--out", str(tmp_path / "b"), *common, "--max-steps", "17"])
+    # --max-steps stops mid-epoch; its checkpoint is the end-of-epoch one, then resume finishes the run.
+    second = run_cli(["--data", str(small_npz), "--out", str(tmp_path / "b"), *common, "--resume"])
+    assert straight.returncode == first.returncode == second.returncode == 0, second.stderr
+    assert summaries(straight.stdout)[0]["steps"] == summaries(second.stdout)[0]["steps"]
+
+
+def test_torchrun_two_processes_end_with_identical_weights(small_npz, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "train.train", "--data", str(small_npz),
+           "--out", str(tmp_path / "ddp"), *TINY, "--epochs", "1"]
+    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = {s["rank"]: s for s in summaries(result.stdout)}
+    assert set(ranks) == {0, 1}
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert ranks[0]["best_val"] == ranks[1]["best_val"]  # validation reduced across ranks
+    steps_single = -(-540 // 32)
+    assert ranks[0]["steps"] == steps_single // 2  # each rank saw half of the batches
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 only writes
+    PoetryLSTM.from_pretrained(tmp_path / "ddp" / "best")
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(small_npz, tmp_path):
+    out = tmp_path / "run"
+    good = run_cli(["--data", str(small_npz), "--out", str(out), *TINY, "--epochs", "1"])
+    assert good.returncode == 0
+    before = (out / "last" / "model.safetensors").read_bytes()
+    bad = run_cli(["--data", str(small_npz), "--out", str(out), *TINY, "--epochs", "2", "--resume", "--lr", "1e30", "--clip", "0"])
+    assert bad.returncode == 1
+    assert "loss became" in bad.stderr and "last good checkpoint" in bad.stderr
+    assert (out / "last" / "model.safetensors").read_bytes() == before
+    PoetryLSTM.from_pretrained(out / "last")
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "wrong_keys"])
+def test_bad_data_is_refused_and_nothing_is_written(tmp_path, problem):
+    data = tmp_path / "tang.npz"
+    if problem == "corrupt":
+        data.write_bytes(b"PK\x03\x04 not really a zip")
+    elif problem == "wrong_keys":
+        import numpy as np
+
+        np.savez(data, poems=np.zeros((3, 125), dtype=np.int32))
+    result = run_cli(["--data", str(data), "--out", str(tmp_path / "run"), *TINY])
+    assert result.returncode != 0
+    assert str(data) in result.stderr and "error:" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_other_data_or_model_size_is_refused(small_npz, full_npz, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(["--data", str(small_npz), "--out", str(out), *TINY, "--epochs", "1", "--max-steps", "2"]).returncode == 0
+    before = sorted(p.name for p in out.iterdir())
+    other_size = run_cli(["--data", str(small_npz), "--out", str(out), *TINY, "--hidden-dim", "64", "--resume"])
+    assert other_size.returncode != 0 and "hidden_dim" in other_size.stderr
+    from poetry_model.data import load_npz
+    from poetry_model.vocab import Vocab
+
+    # Same file format, different vocabulary: the traditional-script build of the same poems.
+    trad = tmp_path / "trad.npz"
+    from train.prepare import prepare
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinese-poetry" / "tang"
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "poet.tang.0.json").write_bytes((src / "poet.tang.0.json").read_bytes())
+    prepare(tmp_path / "json", trad, "traditional")
+    assert load_npz(trad).vocab.tokens != Vocab.load(out / "last").tokens
+    other_vocab = run_cli(["--data", str(trad), "--out", str(out), *TINY, "--resume"])
+    assert other_vocab.returncode != 0 and "vocab.json differs" in other_vocab.stderr
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_new_run_refuses_to_overwrite_an_existing_one(small_npz, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(["--data", str(small_npz), "--out", str(out), *TINY, "--max-steps", "1"]).returncode == 0
+    again = run_cli(["--data", str(small_npz), "--out", str(out), *TINY, "--max-steps", "1"])
+    assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_push_to_hub_uploads_the_best_folder(small_npz, tmp_path):
+    from fake_hub import running_hub
+
+    with running_hub() as hub:
+        env = hub.env(tmp_path / "hf_home")
+        result = run_cli(["--data", str(small_npz), "--out", str(tmp_path / "run"), *TINY, "--epochs", "1",
+                          "--push-to-hub", "tester/tang-tiny"], env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        pushed = {f for commit in hub.commits for f in commit["files"]}
+    assert {"config.json", "model.safetensors", "vocab.json", "README.md"} <= pushed
+
+
+def test_device_flag_and_precision_choice(small_npz, tmp_path):
+    cfg = config(small_npz, tmp_path / "run", "--device", "cpu", "--max-steps", "2", "--precision", "fp32")
+    summary = train(cfg)
+    assert summary["bf16"] is False and summary["steps"] == 2
+    assert torch.device("cpu").type == "cpu"
