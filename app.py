@@ -16,6 +16,8 @@ with the library's message, never a stack trace, and the server keeps serving.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
 import logging
 import math
 import os
@@ -26,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
+# Gradio's queue rebuilds a pandas summary of up to 10,000 past events after every event (for its
+# monitoring page): several ms of CPU per request at load. Every 100 events over the last 1,000 is plenty.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 
 import gradio as gr  # noqa: E402
 
@@ -45,8 +51,9 @@ MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 500
 MAX_SEED = 2**53 - 1          # exact in the browser's numbers, so a shown seed always reproduces
 MAX_TEXT = 1000               # characters; a cheap guard before the library's own limits
-CONCURRENCY = 2               # generations at once (one CPU thread each)
+CONCURRENCY = 32              # requests generated at once: decoded together, one batched model step per token
 QUEUE_SIZE = 128
+MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x MAX_CANDIDATES); more requests wait
 
 DEFAULTS: dict[str, Any] = dict(prompt="", acrostic="", form="自由", rhyme=True, rhyme_strength=1.0, tones=True,
                                 tone_strength=1.0, temperature=0.8, top_k=50, top_p=0.95, style="",
@@ -132,24 +139,108 @@ def _message(exc: BaseException) -> str:
     return toast_text(str(exc) or type(exc).__name__)
 
 
-def run_request(poet, raw: dict[str, Any]) -> dict[str, Any]:
-    """One generation; returns the JSON result. Bad input -> gr.Error with a clear message."""
-    t0 = time.perf_counter()
-    try:
-        kwargs = request_kwargs(**raw)
-        poems = poet.generate(**kwargs)
-    except ValueError as exc:  # BadInput, the library's ValueError and its subclasses
-        raise gr.Error(_message(exc), title="输入有误 · Invalid input", print_exception=False) from None
-    except Exception as exc:  # a bug: logged here, reported briefly there, the server carries on
-        log.exception("generation failed for %r", raw)
-        raise gr.Error(f"生成失败 · generation failed ({type(exc).__name__}); please try other settings",
-                       title="出错 · Error", print_exception=False) from None
+def _failed(exc: BaseException, raw: dict[str, Any]) -> gr.Error:
+    if isinstance(exc, ValueError):  # BadInput, the library's ValueError and its subclasses
+        return gr.Error(_message(exc), title="输入有误 · Invalid input", print_exception=False)
+    # a bug: logged here, reported briefly there, the server carries on
+    log.error("generation failed for %r", raw, exc_info=exc)
+    return gr.Error(f"生成失败 · generation failed ({type(exc).__name__}); please try other settings",
+                    title="出错 · Error", print_exception=False)
+
+
+def _result(poems, kwargs: dict[str, Any], t0: float) -> dict[str, Any]:
     out = [p.to_dict() for p in poems]
     settings = dict(out[0]["settings"]) if out else {}
     request = {k: kwargs[k] for k in PARAMS}
     request["seed"] = settings.get("seed", kwargs["seed"])
     return {"poems": out, "request": request, "settings": settings,
             "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+
+async def run_request(batcher, raw: dict[str, Any]) -> dict[str, Any]:
+    """One generation through a `poetry_model.Batcher`; returns the JSON result. Bad input ->
+    gr.Error with a clear message. Awaited in gradio's event loop: no worker thread waits."""
+    t0 = time.perf_counter()
+    try:
+        kwargs = request_kwargs(**raw)
+        poems = await asyncio.wrap_future(batcher.submit(**kwargs))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+        raise _failed(exc, raw) from None
+    return _result(poems, kwargs, t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradio sessions
+
+
+class _Forward:
+    """Another object's attributes, with some replaced."""
+
+    def __init__(self, target, **replaced):
+        self._target = target
+        vars(self).update(replaced)
+
+    def __getattr__(self, name: str):
+        return getattr(self._target, name)
+
+
+class _ConfigWithCache(_Forward):
+    """A BlocksConfig whose copies (what a new session keeps) look block configs up in a cache."""
+
+    def __copy__(self):
+        new = copy.copy(self._target)
+        new.config_for_block = self.cached
+        return new
+
+
+def _config_copy(config: dict) -> dict:
+    """A block config a session may change: gradio updates only `props` in place."""
+    out = dict(config)
+    if isinstance(out.get("props"), dict):
+        out["props"] = dict(out["props"])
+    return out
+
+
+def share_block_configs() -> bool:
+    """Make new gradio sessions reuse the block configs instead of rebuilding them.
+
+    Every call of the REST API (`/gradio_api/call/...` without a session) opens a new session,
+    and gradio's SessionState then computes the config of every block of the page (~40 here,
+    each through `inspect.signature`): about a quarter of the server's CPU per request, measured.
+    The configs are the same for every new session, so each is computed once and new sessions
+    get copies (their own `props`, the only part gradio changes in place). A block replaced since
+    is computed afresh; sessions behave exactly as before. Returns False (and changes nothing) if
+    this gradio has no SessionState to extend."""
+    try:
+        from gradio import route_utils, state_holder
+    except ImportError:
+        return False
+    base = getattr(state_holder, "SessionState", None)
+    if base is None or getattr(base, "shares_block_configs", False):
+        return base is not None
+    cache: dict[int, tuple[Any, dict]] = {}
+
+    class SharedConfigSession(base):
+        shares_block_configs = True
+
+        def __init__(self, blocks):
+            compute = type(blocks.default_config).config_for_block
+
+            def cached(_id, rendered_ids, block, renderable=None):
+                if rendered_ids or renderable is not None:
+                    return compute(_id, rendered_ids, block, renderable)
+                hit = cache.get(_id)
+                if hit is None or hit[0] is not block:
+                    hit = cache[_id] = (block, compute(_id, rendered_ids, block))
+                return _config_copy(hit[1])
+
+            super().__init__(_Forward(blocks, default_config=_ConfigWithCache(blocks.default_config, cached=cached)))
+            vars(self.blocks_config).pop("config_for_block", None)  # later changes compute as usual
+
+    state_holder.SessionState = SharedConfigSession
+    if getattr(route_utils, "SessionState", None) is base:
+        route_utils.SessionState = SharedConfigSession
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,25 +251,34 @@ def new_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def build_app(poet, *, model_name: str = "") -> gr.Blocks:
-    """The whole UI and the `/generate` API around a loaded `poetry_model.Poet`."""
+def build_app(poet, *, model_name: str = "", concurrency: int = CONCURRENCY) -> gr.Blocks:
+    """The whole UI and the `/generate` API around a loaded `poetry_model.Poet`.
 
-    def generate(prompt: str = "", acrostic: str = "", form: str = "自由", rhyme: bool = True,
-                 rhyme_strength: float = 1.0, tones: bool = True, tone_strength: float = 1.0,
-                 temperature: float = 0.8, top_k: int | None = 50, top_p: float = 0.95, style: str = "",
-                 num_candidates: int = 1, seed: int | None = -1, script: str = "auto") -> dict:
+    Concurrent requests (up to `concurrency`) are decoded together by a `poetry_model.Batcher`:
+    one model step per token for all of them, each with its own seed, so every answer is the
+    one the request gives alone."""
+    from poetry_model.generation import Batcher
+
+    batcher = poet
+    if not isinstance(batcher, Batcher):
+        batcher = Batcher(poet, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+
+    async def generate(prompt: str = "", acrostic: str = "", form: str = "自由", rhyme: bool = True,
+                       rhyme_strength: float = 1.0, tones: bool = True, tone_strength: float = 1.0,
+                       temperature: float = 0.8, top_k: int | None = 50, top_p: float = 0.95, style: str = "",
+                       num_candidates: int = 1, seed: int | None = -1, script: str = "auto") -> dict:
         """Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has
         text, lines, score and score_parts, prosody (per-character tones, rhyme, violations), copy
         (nearest corpus poem, longest shared span), seed and settings. form: 自由 (free), 五绝, 七绝,
         五律, 七律; top_k 0 or null = no limit; seed -1 or null = random (reported); script: auto,
         simplified or traditional."""
-        return run_request(poet, dict(prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme,
-                                      rhyme_strength=rhyme_strength, tones=tones, tone_strength=tone_strength,
-                                      temperature=temperature, top_k=top_k, top_p=top_p, style=style,
-                                      num_candidates=num_candidates, seed=seed, script=script))
+        return await run_request(batcher, dict(
+            prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme, rhyme_strength=rhyme_strength, tones=tones,
+            tone_strength=tone_strength, temperature=temperature, top_k=top_k, top_p=top_p, style=style,
+            num_candidates=num_candidates, seed=seed, script=script))
 
-    def generate_page(*values):
-        result = generate(*values)
+    async def generate_page(*values):
+        result = await generate(*values)
         for poem in result["poems"]:
             for note in poem.get("relaxations") or []:
                 gr.Warning(toast_text(str(note)))
@@ -238,9 +338,9 @@ def build_app(poet, *, model_name: str = "") -> gr.Blocks:
         gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",
                     elem_id="examples")
         go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
-                 api_visibility="undocumented", concurrency_id="poet")
+                 api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency)
         reseed.click(new_seed, None, seed, queue=False, api_visibility="private")
-        gr.api(generate, api_name="generate", concurrency_id="poet")
+        gr.api(generate, api_name="generate", concurrency_id="poet", concurrency_limit=concurrency)
     return demo
 
 
@@ -266,7 +366,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tang.npz for the copy report's nearest poem (env POETRY_CORPUS; default data/tang.npz)")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("POET_CONCURRENCY") or CONCURRENCY),
-                   help=f"generations running at once (default {CONCURRENCY})")
+                   help=f"requests generated at once, decoded together in one batch (default {CONCURRENCY})")
     p.add_argument("--threads", type=int, default=int(os.environ.get("POET_THREADS") or 1),
                    help="torch CPU threads per process (default 1: concurrent requests share the cores)")
     return p.parse_args(argv)
@@ -304,8 +404,10 @@ def main(argv: list[str] | None = None) -> None:
                     "with `python -m train.prepare` or pass --corpus", args.corpus or "data/tang.npz")
     log.info("model %s ready in %.1f s", args.model or DEFAULT_MODEL_DIR, time.perf_counter() - t0)
     shown = args.model or str(DEFAULT_MODEL_DIR)  # a folder by its name only: no server paths on the page
-    demo = build_app(poet, model_name=Path(shown).name if Path(shown).is_dir() else shown)
-    demo.queue(default_concurrency_limit=max(1, args.concurrency), max_size=QUEUE_SIZE)
+    concurrency = max(1, args.concurrency)
+    share_block_configs()
+    demo = build_app(poet, model_name=Path(shown).name if Path(shown).is_dir() else shown, concurrency=concurrency)
+    demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, theme=gr.themes.Soft(), footer_links=["api"])
 
 

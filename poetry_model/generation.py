@@ -3,10 +3,15 @@
     poet = load()                                   # the shipped model (or load("runs/x/best"), load("user/repo"))
     poems = poet.generate(acrostic="春夏秋冬", form="七绝", seed=7, num_candidates=5)
     print(poems[0].text, poems[0].to_dict()["score_parts"])
+    many = poet.generate_many([dict(form="五绝", seed=1), dict(acrostic="春夏", seed=2)])  # decoded together
+    server = Batcher(poet); server.generate(form="七律")  # from any thread: concurrent calls share steps
 
 How a poem is made: the context `<START>` + style + prompt runs through the LSTM once; then all
-candidates advance together, one token per step, as one batch of LSTM states. At each step every
-candidate's next-token log-probabilities are shaped by, in this order:
+candidates advance together, one token per step, as one batch of LSTM states (and so do the
+candidates of other requests decoded with them: `generate_many`, `Batcher`; each request keeps its
+own random generator, and a row's numbers never depend on the other rows, so a seed gives the same
+poems alone or batched). At each step every candidate's next-token log-probabilities are shaped
+by, in this order:
 
 * structure (hard): for 五绝/七绝/五律/七律 the prosody engine's FormState masks force the line
   length and the punctuation, so forms are exact by construction; free verse gets lines of Han
@@ -35,24 +40,32 @@ Score (higher is better), each part returned in `score_parts`:
 """
 from __future__ import annotations
 
+import logging
 import math
+import queue
 import re
 import secrets
+import threading
 import unicodedata
+from collections import OrderedDict, deque
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
+from dataclasses import dataclass, field, fields
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .model import ModelLoadError, PoetryLSTM
 from .novelty import LINE_ENDS, CorpusIndex, LineIndex, copy_report, find_line_index
 from .prosody import FORMS as FORM_LINES  # form -> (lines, characters per line)
 from .prosody import FormMasks, StepMasks, analyze
 from .vocab import EOP, to_script
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "tang-lstm"
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "tang.npz"
@@ -112,7 +125,10 @@ class Settings:
     avoid_copies: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in _SETTINGS_FIELDS}  # = asdict: all values immutable
+
+
+_SETTINGS_FIELDS = tuple(f.name for f in fields(Settings))
 
 
 def _fail(name: str, value: Any, rule: str) -> ValueError:
@@ -157,6 +173,7 @@ def clean_acrostic(text: str) -> str:
     return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PZC")
 
 
+@lru_cache(maxsize=4096)
 def _script_of(text: str) -> str | None:
     """'simplified' or 'traditional' when the text shows it, None when it reads the same in both."""
     if not text:
@@ -331,82 +348,229 @@ class MaskVectors:
     """Additive float32 vectors for boolean masks (0 allowed, log(1 - strength) or -inf not), cached per mask.
 
     The prosody engine hands out the same read-only arrays step after step, so each vector is
-    built once; the cache keeps the mask alive so that its id cannot be reused by another array."""
+    built once; the cache keeps the masks alive so that their ids cannot be reused by other arrays."""
 
     LIMIT = 512  # fresh masks (rhyme masks minus used rhymes) are rare; a full cache is simply emptied
 
     def __init__(self, keep: np.ndarray):
         self.keep = keep
-        self.cache: dict[tuple, tuple[np.ndarray, Any]] = {}
+        self.cache: dict[tuple, tuple[tuple, Any]] = {}
 
-    def _cached(self, kind: str, mask: np.ndarray, arg: float, make):
-        key = (kind, id(mask), arg)
+    def _cached(self, key: tuple, masks: tuple, make):
         hit = self.cache.get(key)
-        if hit is None or hit[0] is not mask:
-            if len(self.cache) >= self.LIMIT:
-                self.cache.clear()
-            hit = self.cache[key] = (mask, make())
-        return hit[1]
+        if hit is not None:
+            kept = hit[0]
+            if all(a is b for a, b in zip(kept, masks)):
+                return hit[1]
+        if len(self.cache) >= self.LIMIT:
+            self.cache.clear()
+        value = make()
+        self.cache[key] = (masks, value)
+        return value
 
     def structure(self, mask: np.ndarray) -> np.ndarray:
         """Hard vector of a structure mask, without the tokens never generated."""
-        return self._cached("s", mask, 1.0, lambda: np.where(mask & self.keep, np.float32(0), np.float32(-np.inf)))
+        return self._cached(("s", id(mask)), (mask,),
+                            lambda: np.where(mask & self.keep, np.float32(0), np.float32(-np.inf)))
 
     def penalty(self, mask: np.ndarray, strength: float) -> np.ndarray:
         """Vector lowering characters outside the mask by log(1 - strength) nats (-inf at strength 1)."""
         off = np.float32(-np.inf if strength >= 1 else math.log1p(-strength))
-        return self._cached("p", mask, strength, lambda: np.where(mask, np.float32(0), off))
+        return self._cached(("p", id(mask), strength), (mask,), lambda: np.where(mask, np.float32(0), off))
 
     def single(self, mask: np.ndarray) -> int | None:
         """The only token a structure mask allows, if it allows exactly one (a forced token)."""
         def make():
             ids = np.flatnonzero(mask & self.keep)
             return int(ids[0]) if len(ids) == 1 else None
-        return self._cached("1", mask, 0.0, make)
+        return self._cached(("1", id(mask)), (mask,), make)
+
+    def combined(self, masks: StepMasks, rhyme_strength: float, tone_strength: float) -> np.ndarray:
+        """Structure, rhyme and tone vectors of one step added up (what a candidate's scores get)."""
+        rhyme = masks.rhyme if rhyme_strength > 0 else None
+        tone = masks.tone if tone_strength > 0 else None
+
+        def make():
+            vec = self.structure(masks.structure).copy()
+            if rhyme is not None:
+                vec += self.penalty(rhyme, rhyme_strength)
+            if tone is not None:
+                vec += self.penalty(tone, tone_strength)
+            return _frozen(vec)
+        key = ("c", id(masks.structure), id(rhyme), id(tone), rhyme_strength, tone_strength)
+        return self._cached(key, (masks.structure, rhyme, tone), make)
+
+
+def _mm(bias: torch.Tensor | None, x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """bias + x @ weight_t, computed so that each row's result is the same in any batch.
+
+    BLAS multiplies a single row with a matrix-vector kernel whose rounding differs from the
+    matrix kernel's; a lone row is therefore sent as two (the matrix kernel gives every row of any
+    batch the same bits, so a request decodes to the same poem alone or batched with others)."""
+    one = x.shape[0] == 1
+    if one:
+        x = x.expand(2, -1)
+    out = torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+    return out[:1] if one else out
+
+
+def _lstm_gates(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """New (h, c) from an LSTM layer's pre-activation gates (B, 4H) in PyTorch's i, f, g, o order."""
+    hidden = c.shape[-1]
+    act = torch.sigmoid(gates)
+    c = torch.addcmul(act[:, hidden:2 * hidden] * c, act[:, :hidden], torch.tanh(gates[:, 2 * hidden:3 * hidden]))
+    return act[:, 3 * hidden:] * torch.tanh(c), c
 
 
 class Stepper:
-    """One-token LSTM steps through fused `torch.lstm_cell` calls: for a single step nn.LSTM's own
-    per-call setup costs more than the arithmetic."""
+    """The network laid out for one-token steps of many rows at once (inference only).
+
+    nn.LSTM and the output layer cost more in per-call setup than in arithmetic for one token, so
+    the weights are copied once into the shapes the steps need: the embedding and the first
+    layer's input weights (and both biases) become one (V, 4H) table, so the first layer's input
+    product is a row lookup; the other layers take [x, h] times one fused (2H, 4H) matrix; the
+    output layer gives full log-probabilities (an adaptive softmax head is expanded to every token).
+    The copies follow the model: they are rebuilt when a parameter changes (its version counter).
+    Prefills (the context before the poem) are cached, since most requests start alike."""
+
+    PREFILL_CACHE = 64
 
     def __init__(self, model: PoetryLSTM):
         self.model = model
-        lstm = model.lstm
-        self.layers = [tuple(getattr(lstm, f"{w}_l{k}") for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                       for k in range(lstm.num_layers)]
+        self._key: tuple | None = None
+        self._prefills: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
+        self._lock = threading.RLock()
 
-    def prefill(self, ids: list[int], batch: int, device: torch.device):
-        """Features after the whole context, and the LSTM state, repeated for `batch` candidates."""
-        out, (h, c) = self.model.features(torch.tensor([ids], device=device))
-        state = [(h[k].expand(batch, -1).contiguous(), c[k].expand(batch, -1).contiguous()) for k in range(len(h))]
-        return out[:, -1].expand(batch, -1), state
+    def sync(self) -> "Stepper":
+        """Rebuild the step weights if the model's parameters changed since they were made."""
+        key = tuple((p.data_ptr(), p._version, p.device) for p in self.model.parameters())
+        if key != self._key:
+            with self._lock, torch.inference_mode():
+                if key != self._key:
+                    self._build()
+                    self._prefills.clear()
+                    self._key = key
+        return self
+
+    def _build(self) -> None:
+        model, lstm = self.model, self.model.lstm
+        f32 = lambda t: t.detach().float()  # noqa: E731
+
+        def weights(k: int):
+            return [f32(getattr(lstm, f"{w}_l{k}")) for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+        w_ih, w_hh, b_ih, b_hh = weights(0)
+        self.table = torch.addmm(b_ih + b_hh, f32(model.embedding.weight), w_ih.t())  # (V, 4H)
+        self.w_hh0 = w_hh.t().contiguous()
+        self.upper = []
+        for k in range(1, lstm.num_layers):
+            w_ih, w_hh, b_ih, b_hh = weights(k)
+            self.upper.append((b_ih + b_hh, torch.cat([w_ih, w_hh], 1).t().contiguous()))
+        self.proj = f32(model.proj.weight).t().contiguous() if model.proj is not None else None
+        head = model.head
+        if isinstance(head, nn.Linear):
+            self.adaptive = None
+            self.head_w, self.head_b = f32(head.weight).t().contiguous(), f32(head.bias)
+        else:
+            self.head_w = f32(head.head.weight).t().contiguous()
+            self.head_b = f32(head.head.bias) if head.head.bias is not None else None
+            bounds = list(zip(head.cutoffs, head.cutoffs[1:]))
+            self.adaptive = (head.shortlist_size, head.n_classes,
+                             [(lo, hi, f32(t[0].weight).t().contiguous(), f32(t[1].weight).t().contiguous())
+                              for (lo, hi), t in zip(bounds, head.tail)])
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def prefill(self, ids: list[int], batch: int = 1, device: torch.device | str | None = None):
+        """Features after the whole context, and the LSTM state, repeated for `batch` rows.
+
+        Runs nn.LSTM over the context (one row, so the same bits whatever else is being decoded)."""
+        self.sync()
+        key = tuple(ids)
+        with self._lock:  # requests may be decoded from several threads (Batcher and direct calls)
+            hit = self._prefills.get(key)
+            if hit is None:
+                dev = next(self.model.parameters()).device if device is None else torch.device(device)
+                with torch.inference_mode():
+                    out, (h, c) = self.model.features(torch.tensor([ids], device=dev))
+                    hit = (out[:, -1].float(), [(h[k].float(), c[k].float()) for k in range(len(h))])
+                self._prefills[key] = hit
+                if len(self._prefills) > self.PREFILL_CACHE:
+                    self._prefills.popitem(last=False)
+            else:
+                self._prefills.move_to_end(key)
+        feats, state = hit
+        return feats.expand(batch, -1), [(h.expand(batch, -1), c.expand(batch, -1)) for h, c in state]
 
     def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
-        x, new = self.model.embedding(tokens), []
-        for (w_ih, w_hh, b_ih, b_hh), (h, c) in zip(self.layers, state):
-            h, c = torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+        """Features (B, D) after feeding one token per row, and the new state."""
+        (h, c), new = state[0], []
+        h, c = _lstm_gates(_mm(self.table.index_select(0, tokens), h, self.w_hh0), c)
+        new.append((h, c))
+        for (bias, w), (h_k, c_k) in zip(self.upper, state[1:]):
+            h, c = _lstm_gates(_mm(bias, torch.cat([h, h_k], 1), w), c_k)
             new.append((h, c))
-            x = h
-        if self.model.proj is not None:
-            x = self.model.proj(x)
-        return x, new
+        return (h if self.proj is None else _mm(None, h, self.proj)), new
+
+    def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probabilities (B, V) for features (B, D)."""
+        head = torch.log_softmax(_mm(self.head_b, feats, self.head_w), -1)
+        if self.adaptive is None:
+            return head
+        shortlist, n_classes, tails = self.adaptive
+        out = feats.new_empty((feats.shape[0], n_classes))
+        out[:, :shortlist] = head[:, :shortlist]
+        for i, (lo, hi, w1, w2) in enumerate(tails):
+            cluster = torch.log_softmax(_mm(None, _mm(None, feats, w1), w2), -1)
+            torch.add(cluster, head[:, shortlist + i:shortlist + i + 1], out=out[:, lo:hi])
+        return out
+
+
+def _largest(scores: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest scores of each row and their ids, largest first (k None: every score, sorted).
+
+    On the CPU numpy's introselect and sort are 2-7x faster than torch.topk and torch.sort; equal
+    scores may come in another order, which no draw can tell apart (only -inf ever ties)."""
+    if scores.device.type != "cpu":
+        return scores.topk(k, -1) if k is not None else scores.sort(-1, descending=True)
+    neg = -scores.numpy()  # smallest first: masked tokens (+inf here) pile up where introselect never looks
+    if k is None:
+        ids = np.argsort(neg, axis=-1, kind="stable")
+    else:
+        ids = np.argpartition(neg, k - 1, axis=-1)[:, :k]
+        ids = np.take_along_axis(ids, np.argsort(np.take_along_axis(neg, ids, -1), axis=-1, kind="stable"), -1)
+    ids = torch.from_numpy(ids)
+    return scores.gather(-1, ids), ids
 
 
 def sample(scores: torch.Tensor, temperature: float, top_k: int | None, top_p: float,
-           generator: torch.Generator) -> torch.Tensor:
-    """One token per row of (n, V) scores: greedy at temperature 0, else top-k, then top-p, then a draw."""
+           generator: torch.Generator | list[tuple[torch.Generator, int, int]]) -> torch.Tensor:
+    """One token per row of (n, V) scores: greedy at temperature 0, else top-k, then top-p, then a draw.
+
+    `generator` draws for every row, or is a list of (generator, first row, end row): rows of
+    several requests sampled together, each request with its own generator. The draw is
+    torch.multinomial's own (probabilities over exponential noise, argmax), done here so that one
+    call serves many requests; a request's rows consume its generator exactly as a multinomial would."""
     if temperature == 0:
         return scores.argmax(-1)
-    logits, ids = scores / temperature, None
-    if top_k is not None and top_k < logits.shape[-1]:
-        logits, ids = logits.topk(top_k, -1)
+    ids = None
+    if top_k is not None and top_k < scores.shape[-1]:
+        logits, ids = _largest(scores, top_k)
+        logits = logits / temperature
     elif top_p < 1:
-        logits, ids = logits.sort(-1, descending=True)
+        logits, ids = _largest(scores / temperature, None)
+    else:
+        logits = scores / temperature
     if top_p < 1:
         probs = torch.softmax(logits, -1)
         # Keep the smallest head of the sorted list whose mass reaches top_p (the first always stays).
         logits = logits.masked_fill(probs.cumsum(-1) - probs >= top_p, -math.inf)
-    pick = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+    probs = torch.softmax(logits, -1)
+    noise = torch.empty_like(probs)
+    spans = [(generator, 0, len(probs))] if isinstance(generator, torch.Generator) else generator
+    for gen, lo, hi in spans:
+        noise[lo:hi].exponential_(1, generator=gen)
+    pick = probs.div_(noise).argmax(-1, keepdim=True)
     return (ids.gather(-1, pick) if ids is not None else pick).squeeze(-1)
 
 
@@ -428,7 +592,10 @@ class Row:
 
 
 class Decoder:
-    """Writes all candidates of one request together, one batched LSTM step per token."""
+    """One request's candidates while they are written: constraints, sampling, bookkeeping.
+
+    The model is not called here: `Engine` runs the LSTM and the output layer for the rows of
+    every request it decodes, and hands each decoder the log-probabilities of its rows."""
 
     def __init__(self, poet: "Poet", s: Settings):
         self.poet, self.s = poet, s
@@ -440,35 +607,25 @@ class Decoder:
         self.rows = [Row(self._state()) for _ in range(s.num_candidates)]
         self.penalty = np.zeros((s.num_candidates, len(self.vocab)), np.float32)  # repetition, in nats
         self.generator = torch.Generator(device=poet.device).manual_seed(s.seed)
+        self.sampling = (s.temperature, s.top_k, s.top_p)
+        prompt_ids = self.vocab.encode(s.prompt)
+        context = [self.vocab.start_id] + self.vocab.encode(s.style)
+        if s.style and s.style[-1] not in LINE_ENDS:
+            context.append(self.vocab.index["。"])  # the style reads as a finished sentence before the poem
+        for i, row in enumerate(self.rows):
+            for tok in prompt_ids:
+                self._check_prompt_token(row, tok)
+                self.advance(i, tok)
+        self.context = context + prompt_ids
+        self.steps_left = s.max_length - len(prompt_ids) + 1  # choices per candidate, at most
+        self.finished = False
+        self.future: Any = None  # set by Batcher
 
     def _state(self):
         s = self.s
         if s.form == "free":
             return FreeState(self.tc, s.lines, s.max_length)
         return self.poet.form_masks().start(s.form, rhyme=s.rhyme, tones=s.tones)
-
-    def run(self) -> list[Row]:
-        """Decode until every candidate has ended or the step cap is reached."""
-        s, vocab = self.s, self.vocab
-        prompt_ids = vocab.encode(s.prompt)
-        context = [vocab.start_id] + vocab.encode(s.style)
-        if s.style and s.style[-1] not in LINE_ENDS:
-            context.append(vocab.index["。"])  # the style reads as a finished sentence before the poem
-        for i, row in enumerate(self.rows):
-            for tok in prompt_ids:
-                self._check_prompt_token(row, tok)
-                self._advance(i, tok)
-        feats, state = self.poet.stepper.prefill(context + prompt_ids, len(self.rows), self.poet.device)
-        for _ in range(s.max_length - len(prompt_ids) + 1):
-            chosen = self._choose(feats)
-            if all(row.done for row in self.rows):
-                break
-            tokens = torch.tensor(chosen, device=self.poet.device)
-            feats, state = self.poet.stepper.step(tokens, state)
-        for row in self.rows:
-            if not row.done:
-                row.notes.append(f"stopped at max_length={s.max_length}")
-        return self.rows
 
     def _check_prompt_token(self, row: Row, tok: int) -> None:
         """A prompt must fit the form's line lengths and punctuation."""
@@ -477,27 +634,16 @@ class Decoder:
             raise ValueError(f"prompt does not fit a {self.s.form} ({self.line_len} characters a line, "
                              f"，and 。 alternating): character {n} {self.vocab.tokens[tok]!r} cannot stand there")
 
-    def _choose(self, feats: torch.Tensor) -> list[int]:
-        """The next token of every candidate (padding for finished ones), advancing their states."""
-        chosen = [self.vocab.pad_id] * len(self.rows)
-        free = []
-        for i, row in enumerate(self.rows):
-            if row.done:
-                continue
-            forced = self._forced(row)
-            if forced is None:
-                free.append(i)
-            else:
-                chosen[i] = forced
-        if free:
-            for i, tok in zip(free, self._sample(free, feats)):
-                chosen[i] = tok
-        for i, row in enumerate(self.rows):
+    def finish(self) -> None:
+        """End decoding: a candidate still open has hit the step cap (and says so)."""
+        self.finished = True
+        for row in self.rows:
             if not row.done:
-                self._advance(i, chosen[i])
-        return chosen
+                row.notes.append(f"stopped at max_length={self.s.max_length}")
 
-    def _forced(self, row: Row) -> int | None:
+    # -- one step ---------------------------------------------------------------------------------
+
+    def forced(self, row: Row) -> int | None:
         """A token the structure or the acrostic dictates (then the model is not consulted)."""
         single = self.vectors.single(row.state.step_masks().structure)
         if single is not None:
@@ -505,6 +651,17 @@ class Decoder:
         if not row.line and row.lines_done < len(self.heads):
             return self.heads[row.lines_done]
         return None
+
+    def bias(self, free: list[int], out: np.ndarray) -> None:
+        """Write the (n, V) additive constraints of the candidates that sample this step into `out`."""
+        s = self.s
+        for k, i in enumerate(free):
+            row = self.rows[i]
+            np.add(self.penalty[i], self.vectors.combined(row.state.step_masks(), s.rhyme_strength, s.tone_strength),
+                   out=out[k])
+            repeats = row.pairs.get(row.prev) if row.prev is not None else None
+            if repeats:
+                out[k, list(repeats)] = -np.inf
 
     def _layers(self, i: int) -> list[tuple[str, Any]]:
         """The constraints on candidate i's next token, hardest first: (name, vector or banned ids)."""
@@ -520,18 +677,7 @@ class Decoder:
             layers.append(("no-repeat", np.fromiter(repeats, np.int64)))
         return layers
 
-    def _bias(self, free: list[int]) -> np.ndarray:
-        """(n, V) additive constraints of the candidates that sample this step."""
-        bias = self.penalty[free] if len(free) < len(self.rows) else self.penalty.copy()
-        for k, i in enumerate(free):
-            for _, layer in self._layers(i):
-                if layer.dtype.kind == "i":
-                    bias[k, layer] = -np.inf
-                else:
-                    bias[k] += layer
-        return bias
-
-    def _relaxed(self, i: int) -> np.ndarray:
+    def relaxed(self, i: int) -> np.ndarray:
         """Candidate i's bias with each hard layer that would leave no token dropped (and noted)."""
         layers = self._layers(i)
         row = layers[0][1] + self.penalty[i]
@@ -548,23 +694,22 @@ class Decoder:
                                           "(no character met all of them)")
         return row
 
-    def _sample(self, free: list[int], feats: torch.Tensor) -> list[int]:
-        """Sample the candidates that the structure leaves free, with the copy guard."""
-        s, dev = self.s, self.poet.device
-        if len(free) < len(self.rows):
-            feats = feats[torch.tensor(free, device=dev)]
-        logp = torch.log_softmax(self.poet.model.scores(feats).float(), -1)
-        scores = logp + torch.from_numpy(self._bias(free)).to(dev)
-        for k in torch.nonzero(torch.isneginf(scores.amax(-1))).flatten().tolist():
-            scores[k] = logp[k] + torch.from_numpy(self._relaxed(free[k])).to(dev)
-        tokens = sample(scores, s.temperature, s.top_k, s.top_p, self.generator).tolist()
-        if self.lines_index is not None:
-            tokens = [self._guard(free[k], scores[k:k + 1], tok) for k, tok in enumerate(tokens)]
-        picked = logp.gather(-1, torch.tensor(tokens, device=dev)[:, None]).flatten().tolist()
-        for i, lp in zip(free, picked):
-            self.rows[i].log_prob += lp
-            self.rows[i].sampled += 1
-        return tokens
+    def guard(self, i: int, scores: torch.Tensor, tok: int) -> int:
+        """Resample while the token would complete a corpus line (scores: candidate i's (1, V) row)."""
+        if self.lines_index is None:
+            return tok
+        row = self.rows[i]
+        for attempt in range(COPY_RETRIES + 1):
+            line = self._completed_line(row, tok)
+            if line is None or line not in self.lines_index:
+                return tok
+            row.avoided += 1
+            scores[0, tok] = -math.inf
+            if attempt == COPY_RETRIES or torch.isneginf(scores.amax()):
+                break
+            tok = int(sample(scores, *self.sampling, self.generator)[0])
+        row.notes.append(f"line {row.lines_done + 1} equals a corpus line: no other choice was left")
+        return tok
 
     def _completed_line(self, row: Row, tok: int) -> str | None:
         """The line that token would complete, if it completes one (a line end, or a last character)."""
@@ -576,22 +721,13 @@ class Decoder:
             last = row.state.closes_after_char()
         return row.line + self.vocab.tokens[tok] if last and self.tc.char[tok] else None
 
-    def _guard(self, i: int, scores: torch.Tensor, tok: int) -> int:
-        """Resample while the token would complete a corpus line (scores: candidate i's (1, V) row)."""
+    def record(self, i: int, log_prob: float) -> None:
+        """Count a sampled token's log-probability under the model."""
         row = self.rows[i]
-        for attempt in range(COPY_RETRIES + 1):
-            line = self._completed_line(row, tok)
-            if line is None or line not in self.lines_index:
-                return tok
-            row.avoided += 1
-            scores[0, tok] = -math.inf
-            if attempt == COPY_RETRIES or torch.isneginf(scores.amax()):
-                break
-            tok = int(sample(scores, self.s.temperature, self.s.top_k, self.s.top_p, self.generator)[0])
-        row.notes.append(f"line {row.lines_done + 1} equals a corpus line: no other choice was left")
-        return tok
+        row.log_prob += log_prob
+        row.sampled += 1
 
-    def _advance(self, i: int, tok: int) -> None:
+    def advance(self, i: int, tok: int) -> None:
         """Record candidate i's token: state, line, repetition memory."""
         row = self.rows[i]
         row.state.advance(tok)
@@ -607,6 +743,130 @@ class Decoder:
                 row.pairs.setdefault(row.prev, set()).add(tok)
             row.prev = tok if self.tc.char[tok] else None
             self.penalty[i, tok] -= self.s.repetition_penalty
+
+
+class Engine:
+    """Decodes the candidates of any number of requests together, one batched model step per token.
+
+    Every step: each request names its forced tokens (form punctuation, acrostic heads); one
+    matrix product gives the log-probabilities of all the rows that sample; requests with the same
+    sampling settings are sampled in one set of tensor operations, each from its own generator;
+    then one LSTM step advances every unfinished row. Requests can join between steps (`add`)
+    and leave when done (`step` returns them). A row's numbers never depend on the other rows, so
+    a request gives the same poems alone or in any batch."""
+
+    def __init__(self, poet: "Poet"):
+        self.poet = poet
+        self.net = poet.stepper.sync()
+        self.vocab_size = len(poet.vocab)
+        self.decoders: list[Decoder] = []
+        self.slots: list[tuple[Decoder, int]] = []  # (request, candidate) of each row of the state
+        self.feats: torch.Tensor | None = None
+        self.state: list | None = None
+        self._bias = np.empty((0, self.vocab_size), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def add(self, dec: Decoder) -> None:
+        """Start decoding a request (its context runs through the LSTM now)."""
+        n, dev = len(dec.rows), self.poet.device
+        feats, state = self.net.prefill(dec.context, n, dev)
+        if self.slots:
+            self.feats = torch.cat([self.feats, feats])
+            self.state = [(torch.cat([h0, h]), torch.cat([c0, c])) for (h0, c0), (h, c) in zip(self.state, state)]
+        else:
+            self.feats, self.state = feats.contiguous(), [(h.contiguous(), c.contiguous()) for h, c in state]
+        self.decoders.append(dec)
+        self.slots += [(dec, i) for i in range(n)]
+
+    def run(self) -> None:
+        """Step until every request has finished."""
+        while self.slots:
+            self.step()
+
+    def step(self) -> list[Decoder]:
+        """One token for every unfinished row; returns the requests that finished with it."""
+        slots = self.slots
+        chosen = [0] * len(slots)
+        free: list[int] = []
+        for r, (dec, i) in enumerate(slots):
+            tok = dec.forced(dec.rows[i])
+            if tok is None:
+                free.append(r)
+            else:
+                chosen[r] = tok
+        if free:
+            self._sample(free, chosen)
+        for r, (dec, i) in enumerate(slots):
+            dec.advance(i, chosen[r])
+        finished = []
+        for dec in self.decoders:
+            dec.steps_left -= 1
+            if dec.steps_left <= 0 or all(row.done for row in dec.rows):
+                dec.finish()
+                finished.append(dec)
+        if finished:
+            self.decoders = [dec for dec in self.decoders if not dec.finished]
+        keep = [r for r, (dec, i) in enumerate(slots) if not (dec.finished or dec.rows[i].done)]
+        self.slots = [slots[r] for r in keep]
+        if not keep:
+            self.feats = self.state = None
+            return finished
+        dev = self.poet.device
+        state = self.state
+        if len(keep) < len(slots):
+            idx = torch.tensor(keep, device=dev)
+            state = [(h.index_select(0, idx), c.index_select(0, idx)) for h, c in state]
+        self.feats, self.state = self.net.step(torch.tensor([chosen[r] for r in keep], device=dev), state)
+        return finished
+
+    def _sample(self, free: list[int], chosen: list[int]) -> None:
+        """Sample the rows that the structure leaves free (`free`: row numbers) into `chosen`."""
+        dev, slots, n = self.poet.device, self.slots, len(free)
+        feats = self.feats if n == len(slots) else self.feats.index_select(0, torch.tensor(free, device=dev))
+        logp = self.net.log_probs(feats)
+        # A request's rows are consecutive: [request, its candidates, first and end position in `free`].
+        spans: list[list] = []
+        for k, r in enumerate(free):
+            dec, i = slots[r]
+            if spans and spans[-1][0] is dec:
+                spans[-1][1].append(i)
+                spans[-1][3] = k + 1
+            else:
+                spans.append([dec, [i], k, k + 1])
+        if len(self._bias) < n:
+            self._bias = np.empty((max(n, 2 * len(self._bias)), self.vocab_size), np.float32)
+        bias = self._bias[:n]
+        for dec, rows, lo, hi in spans:
+            dec.bias(rows, bias[lo:hi])
+        scores = logp + torch.from_numpy(bias).to(dev)
+        for k in np.flatnonzero(np.isneginf(bias.max(axis=1))).tolist():  # no token meets every constraint
+            dec, i = slots[free[k]]
+            scores[k] = logp[k] + torch.from_numpy(dec.relaxed(i)).to(dev)
+        groups: dict[tuple, list] = {}
+        for span in spans:
+            groups.setdefault(span[0].sampling, []).append(span)
+        tokens = [0] * n
+        for setting, members in groups.items():
+            if len(groups) == 1:
+                sub, offsets = scores, [(lo, lo, hi) for _, _, lo, hi in members]
+            else:
+                idx = [k for _, _, lo, hi in members for k in range(lo, hi)]
+                sub = scores.index_select(0, torch.tensor(idx, device=dev))
+                offsets, at = [], 0
+                for _, _, lo, hi in members:
+                    offsets.append((lo, at, at + hi - lo))
+                    at += hi - lo
+            drawn = sample(sub, *setting, [(m[0].generator, a, b) for m, (_, a, b) in zip(members, offsets)]).tolist()
+            for (dec, rows, _, _), (lo, a, b) in zip(members, offsets):
+                for j, i in enumerate(rows):
+                    tokens[lo + j] = dec.guard(i, sub[a + j:a + j + 1], drawn[a + j])
+        picked = logp.gather(-1, torch.tensor(tokens, device=dev)[:, None]).flatten().tolist()
+        for k, r in enumerate(free):
+            dec, i = slots[r]
+            dec.record(i, picked[k])
+            chosen[r] = tokens[k]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,8 +900,10 @@ class Poem:
         return self.report.to_dict() if self.report is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "report"}
-        return {**out, "prosody": self.prosody}
+        return {**{name: getattr(self, name) for name in _POEM_FIELDS}, "prosody": self.prosody}
+
+
+_POEM_FIELDS = tuple(f.name for f in fields(Poem) if f.name != "report")
 
 
 LINE_RE = re.compile(f"[^{LINE_ENDS}]+[{LINE_ENDS}]?")
@@ -672,14 +934,18 @@ def _finished_text(text: str) -> str:
 
 @contextmanager
 def torch_threads(n: int | None):
-    """Run a block with n torch threads (None: leave as is), restoring the previous count."""
+    """Run a block with n torch threads (None: leave as is), restoring the previous count.
+
+    Only a real change touches the thread pool: a server that set the count once pays nothing."""
     before = torch.get_num_threads()
-    if n:
+    change = bool(n) and n != before
+    if change:
         torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if change:
+            torch.set_num_threads(before)
 
 
 class Poet:
@@ -701,6 +967,7 @@ class Poet:
         self.threads = threads
         self._corpus: CorpusIndex | None | bool = False  # False: not loaded yet
         self._form_masks = None
+        self._lazy = threading.RLock()  # the lazy indexes may be first asked for from several threads
         self.token_classes = TokenClasses(self.vocab.tokens)
         self.mask_vectors = MaskVectors(self.token_classes.keep)
         self.stepper = Stepper(self.model)
@@ -710,7 +977,9 @@ class Poet:
     def corpus_index(self) -> CorpusIndex | None:
         """The full copy index of the corpus file, or None without one (built and cached on first use)."""
         if self._corpus is False:
-            self._corpus = CorpusIndex.for_npz(self.corpus_path) if self.corpus_path else None
+            with self._lazy:
+                if self._corpus is False:
+                    self._corpus = CorpusIndex.for_npz(self.corpus_path) if self.corpus_path else None
         return self._corpus
 
     def line_index(self) -> LineIndex | None:
@@ -722,7 +991,9 @@ class Poet:
     def form_masks(self):
         """The prosody engine's masks over this vocabulary (built once)."""
         if self._form_masks is None:
-            self._form_masks = FormMasks(self.vocab)
+            with self._lazy:
+                if self._form_masks is None:
+                    self._form_masks = FormMasks(self.vocab)
         return self._form_masks
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -759,21 +1030,65 @@ class Poet:
                      top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, style=style,
                      num_candidates=num_candidates, seed=seed, max_length=max_length, script=script,
                      avoid_copies=avoid_copies)
-        rows = self._decode(s)
-        settings = s.to_dict()
-        return self._ranked([self._poem(s, settings, i, row) for i, row in enumerate(rows)])
+        return self._poems(s, self._decode(s))
+
+    def generate_many(self, requests: list[dict[str, Any]]) -> list[list[Poem] | Exception]:
+        """Several `generate` calls decoded together (one model step per token for all of them).
+
+        Each request is a dict of `generate`'s keyword arguments and keeps its own seed, so it
+        gives exactly the poems it gives alone. Returns, in order, each request's poems, or the
+        exception (ValueError for bad arguments) that it alone raised."""
+        results: list[Any] = [None] * len(requests)
+        decoders: list[tuple[int, Decoder]] = []
+        with self._decoding():
+            engine = Engine(self)
+            for k, kwargs in enumerate(requests):
+                try:
+                    dec = Decoder(self, validate(self.vocab, **kwargs))
+                    engine.add(dec)
+                except Exception as exc:  # noqa: BLE001 - returned to that request only
+                    results[k] = exc
+                    continue
+                decoders.append((k, dec))
+            engine.run()
+        for k, dec in decoders:
+            try:
+                results[k] = self._poems(dec.s, dec.rows)
+            except Exception as exc:  # noqa: BLE001
+                results[k] = exc
+        return results
+
+    @contextmanager
+    def _decoding(self):
+        with torch.inference_mode(), torch_threads(self.threads):
+            yield
 
     def _decode(self, s: Settings) -> list[Row]:
-        with torch.inference_mode(), torch_threads(self.threads):
-            return Decoder(self, s).run()
+        with self._decoding():
+            dec = Decoder(self, s)
+            engine = Engine(self)
+            engine.add(dec)
+            engine.run()
+        return dec.rows
 
-    def _poem(self, s: Settings, settings: dict, i: int, row: Row) -> Poem:
+    def _poems(self, s: Settings, rows: list[Row]) -> list[Poem]:
+        """Finished candidates as ranked poems; the reports of identical texts are made once."""
+        settings, reports = s.to_dict(), {}
+        return self._ranked([self._poem(s, settings, i, row, reports) for i, row in enumerate(rows)])
+
+    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
         model_text = _finished_text(self.vocab.decode(row.tokens))
-        text = model_text if s.script == self.vocab.script else to_script(model_text, s.script)
-        report = analyze(text) if text else None
-        copy = copy_report(model_text, self.line_index(), self.corpus_index(), self.vocab.script, s.script)
-        copy["avoided"] = row.avoided
+        known = reports.get(model_text) if reports is not None else None
+        if known is None:
+            text = model_text if s.script == self.vocab.script else to_script(model_text, s.script)
+            report = analyze(text) if text else None
+            known = (text, report, copy_report(model_text, self.line_index(), self.corpus_index(),
+                                               self.vocab.script, s.script))
+            if reports is not None:
+                reports[model_text] = known
+        text, report, copy = known
+        copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
         parts = score_parts(mean, report, copy)
         return Poem(text=text, lines=split_with_punctuation(text), score=round(sum(parts.values()), 4),
@@ -802,6 +1117,74 @@ class Poet:
         s = validate(self.vocab, prompt=seed_text, temperature=temperature, top_k=top_k, top_p=1.0, seed=seed,
                      max_length=len(seed_text) + max_new_tokens, avoid_copies=False)
         return _finished_text(self.vocab.decode(self._decode(s)[0].tokens))
+
+
+class Batcher:
+    """Continuous batching for servers: requests may come from many threads at once.
+
+    One thread decodes every waiting request together (`Engine`): requests join between two
+    steps and leave as soon as they are done, so a request never waits for a longer one to end.
+    Arguments, results and errors are those of `Poet.generate`, and so are the poems (a request's
+    rows never depend on the others'). `submit` checks the arguments in the calling thread (bad
+    ones raise there) and returns a Future of the ranked poems; `generate` waits for it.
+    `max_rows` caps the candidates decoded at once; more requests wait for room. The decoding
+    thread runs with `poet.threads` torch threads (a process-wide setting: a server sets it once)."""
+
+    def __init__(self, poet: Poet, max_rows: int = 256):
+        self.poet, self.max_rows = poet, max(1, max_rows)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="poet-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompt: str = "", **kwargs) -> Future:
+        """Queue one `generate` call; the Future gives its poems (or its exception)."""
+        dec = Decoder(self.poet, validate(self.poet.vocab, prompt=prompt, **kwargs))  # bad input raises here
+        dec.future = Future()
+        self._queue.put(dec)
+        return dec.future
+
+    def generate(self, prompt: str = "", **kwargs) -> list[Poem]:
+        return self.submit(prompt, **kwargs).result()
+
+    def _loop(self) -> None:
+        waiting: deque[Decoder] = deque()
+        engine: Engine | None = None
+        with self.poet._decoding():
+            while True:
+                if not engine:  # idle: sleep until a request comes
+                    waiting.append(self._queue.get())
+                while True:
+                    try:
+                        waiting.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    engine = engine or Engine(self.poet)
+                    while waiting and (not engine or len(engine) + len(waiting[0].rows) <= self.max_rows):
+                        dec = waiting.popleft()
+                        try:
+                            engine.add(dec)
+                        except Exception as exc:  # noqa: BLE001 - that request fails, the others go on
+                            dec.future.set_exception(exc)
+                    for dec in engine.step():
+                        self._resolve(dec)
+                except Exception as exc:  # noqa: BLE001 - a bug: fail the requests being decoded, keep serving
+                    log.exception("decoding failed")
+                    failed = engine.decoders if engine is not None else list(waiting)
+                    if engine is None:
+                        waiting.clear()
+                    for dec in failed:
+                        if not dec.future.done():
+                            dec.future.set_exception(exc)
+                    engine = None
+
+    def _resolve(self, dec: Decoder) -> None:
+        try:
+            poems = self.poet._poems(dec.s, dec.rows)
+        except Exception as exc:  # noqa: BLE001 - reported to that request
+            dec.future.set_exception(exc)
+        else:
+            dec.future.set_result(poems)
 
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,

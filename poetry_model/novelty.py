@@ -11,10 +11,10 @@ Two indexes, so that the guard works everywhere while the corpus itself never sh
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 import math
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +146,16 @@ class CorpusIndex:
     """Corpus text, suffix array and poem metadata: longest shared span and nearest poem."""
 
     def __init__(self, text: str, sa: np.ndarray, starts: np.ndarray, titles, authors,
-                 script: str, line_hashes: np.ndarray, sa_poem: np.ndarray | None = None, source: str = ""):
+                 script: str, line_hashes: np.ndarray, sa_poem: np.ndarray | None = None, source: str = "",
+                 codes: np.ndarray | None = None):
         self.text, self.sa, self.starts = text, sa, starts
         self.titles, self.authors, self.script, self.source = titles, authors, script, source
         self.line_hashes = line_hashes
         # The poem of every suffix-array row, so that finding which poems hold a pair is one slice.
         self.sa_poem = (np.searchsorted(starts, sa, side="right") - 1).astype(np.int32) if sa_poem is None else sa_poem
+        self._codes = codes  # the text's code points, when the caller has them
+        self._search: tuple | None = None
+        self._search_lock = threading.Lock()
 
     @classmethod
     def build(cls, dataset: PoemDataset) -> "CorpusIndex":
@@ -185,9 +189,9 @@ class CorpusIndex:
             with np.load(path, allow_pickle=False) as z:
                 if int(z["version"]) != INDEX_VERSION or (stamp is not None and not np.array_equal(z["stamp"], stamp)):
                     return None
-                text = z["codes"].tobytes().decode("utf-32-le")
-                return cls(text, z["sa"], z["starts"], _unpack(z["titles"]), _unpack(z["authors"]), str(z["script"]),
-                           z["line_hashes"], z["sa_poem"], str(path))
+                codes = z["codes"]
+                return cls(codes.tobytes().decode("utf-32-le"), z["sa"], z["starts"], _unpack(z["titles"]),
+                           _unpack(z["authors"]), str(z["script"]), z["line_hashes"], z["sa_poem"], str(path), codes)
         except (OSError, KeyError, ValueError):
             return None
 
@@ -215,15 +219,78 @@ class CorpusIndex:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def _suffix(self, i: int, length: int) -> str:
-        start = int(self.sa[i])
-        return self.text[start:start + length]
+    def _searcher(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """What `_range` searches with, built on first use (a fraction of a second).
+
+        Every character of the text gets its dense rank (0 past the end, 1 the poem separator,
+        then characters in code point order), and every suffix-array row the ranks of its first
+        two characters packed into one integer. Those keys are sorted like the rows (the rows that
+        start with a separator aside, which no query starts with), so a query's rows are two binary
+        searches, then one narrowing per further character over rows already sharing the prefix."""
+        if self._search is None:
+            with self._search_lock:
+                if self._search is None:
+                    codes = self._codes
+                    if codes is None:
+                        codes = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
+                    present = np.zeros(int(codes.max(initial=0)) + 2, bool)
+                    present[codes] = True
+                    sep = ord(SEPARATOR)
+                    present[sep] = False
+                    rank_of = (np.cumsum(present) + 1).astype(np.int64)  # rank of each code point present
+                    rank_of[sep] = 1
+                    present[sep] = True
+                    bits = int(rank_of[-1]).bit_length()
+                    dtype = np.uint32 if 2 * bits < 32 else np.uint64  # room for the key after the last
+                    ranks = np.append(rank_of[codes], 0).astype(dtype)
+                    keys = (ranks[self.sa] << dtype(bits)) | ranks[self.sa.astype(np.int64) + 1]
+                    chars = np.flatnonzero(present)
+                    rank = dict(zip(map(chr, chars.tolist()), rank_of[chars].tolist()))
+                    self._search = (rank, ranks, keys, bits)
+        return self._search
 
     def _range(self, s: str) -> tuple[int, int]:
-        """Suffix-array rows whose suffix starts with s."""
-        key = lambda i: self._suffix(i, len(s))  # noqa: E731
-        rows = range(len(self.sa))
-        return bisect.bisect_left(rows, s, key=key), bisect.bisect_right(rows, s, key=key)
+        """Suffix-array rows whose suffix starts with s (an empty range when s does not occur)."""
+        if len(s) < 2:
+            if not s:
+                return 0, len(self.sa)
+            rank, _, keys, bits = self._searcher()
+            r = rank.get(s)
+            if r is None:
+                return 0, 0  # a character the corpus lacks
+            key = keys.dtype.type  # a key of the array's own type: another type would convert the whole array
+            return int(keys.searchsorted(key(r << bits), "left")), int(keys.searchsorted(key((r + 1) << bits), "left"))
+        lo, hi = self._pair_ranges([s[:2]])[0]
+        return self._narrow(s, lo, hi)
+
+    def _pair_ranges(self, pairs: list[str]) -> list[tuple[int, int]]:
+        """The rows of many two-character strings at once."""
+        rank, _, keys, bits = self._searcher()
+        out = [(0, 0)] * len(pairs)
+        known = [(k, rank.get(p[0]), rank.get(p[1])) for k, p in enumerate(pairs)]
+        known = [(k, (a << bits) | b) for k, a, b in known if a is not None and b is not None]
+        if known:
+            wanted = np.array([key for _, key in known], keys.dtype)
+            los, his = keys.searchsorted(wanted, "left").tolist(), keys.searchsorted(wanted, "right").tolist()
+            for (k, _), lo, hi in zip(known, los, his):
+                out[k] = (lo, hi)
+        return out
+
+    def _narrow(self, s: str, lo: int, hi: int) -> tuple[int, int]:
+        """The rows of s, from the rows [lo, hi) of its first two characters."""
+        rank, ranks, keys, _ = self._searcher()
+        key, end = keys.dtype.type, len(ranks) - 1
+        for j in range(2, len(s)):
+            if hi - lo <= 8:  # a few rows left: compare the rest of s as text
+                rest, starts = s[j:], self.sa[lo:hi].tolist()
+                hits = [lo + k for k, at in enumerate(starts) if self.text[at + j:at + len(s)] == rest]
+                return (hits[0], hits[-1] + 1) if hits else (lo, lo)  # matching rows are consecutive
+            r = rank.get(s[j])
+            if r is None:
+                return lo, lo
+            column = ranks[np.minimum(self.sa[lo:hi] + j, end)]  # sorted: the rows share s[:j]
+            lo, hi = lo + int(column.searchsorted(key(r), "left")), lo + int(column.searchsorted(key(r), "right"))
+        return lo, hi
 
     def occurs(self, s: str) -> int | None:
         """A corpus position where s occurs, or None."""
@@ -237,32 +304,30 @@ class CorpusIndex:
     def longest_span(self, text: str) -> tuple[str, int | None]:
         """The longest substring of text found in the corpus, and the poem holding it (greedy extension)."""
         best, where = "", None
+        pairs = self._pair_ranges([text[i:i + 2] for i in range(len(text) - 1)])
         for i in range(len(text)):
             while i + len(best) < len(text):
-                pos = self.occurs(text[i:i + len(best) + 1])
-                if pos is None:
+                s = text[i:i + len(best) + 1]
+                lo, hi = self._range(s) if len(s) < 2 else self._narrow(s, *pairs[i])
+                if hi <= lo:
                     break
-                best, where = text[i:i + len(best) + 1], pos
+                best, where = s, int(self.sa[lo])
         return best, None if where is None else self.poem_at(where)
 
     def nearest(self, text: str) -> tuple[int | None, float]:
         """The poem sharing the most IDF-weighted character pairs with text, and that share in [0, 1]."""
-        pairs = {line[j:j + 2] for line in split_lines(text) for j in range(len(line) - 1)}
+        pairs = sorted({line[j:j + 2] for line in split_lines(text) for j in range(len(line) - 1)})
         n = len(self.starts)
-        poems, weights, total = [], [], 0.0
-        for pair in pairs:
-            lo, hi = self._range(pair)
-            weight = math.log((n + 1) / (hi - lo + 1)) + 1.0  # rare pairs say more about kinship
-            total += weight
-            if hi > lo:
-                holders = np.unique(self.sa_poem[lo:hi])
-                poems.append(holders)
-                weights.append(np.full(len(holders), weight))
-        if not poems:
+        ranges = self._pair_ranges(pairs)
+        weights = [math.log((n + 1) / (hi - lo + 1)) + 1.0 for lo, hi in ranges]  # rare pairs say more
+        found = [(k, lo, hi) for k, (lo, hi) in enumerate(ranges) if hi > lo]
+        if not found:
             return None, 0.0
-        scores = np.bincount(np.concatenate(poems), np.concatenate(weights), minlength=n)
+        # Each pair counts once per poem holding it: unique (pair, poem), pair by pair, poems ascending.
+        pair_poem = np.unique(np.concatenate([k * n + self.sa_poem[lo:hi].astype(np.int64) for k, lo, hi in found]))
+        scores = np.bincount(pair_poem % n, np.array(weights)[pair_poem // n], minlength=n)
         best = int(scores.argmax())
-        return best, round(float(scores[best] / total), 4)
+        return best, round(float(scores[best] / math.fsum(weights)), 4)
 
     def poem_ref(self, i: int | None, script: str) -> dict | None:
         """Title and author of poem i in the given script."""

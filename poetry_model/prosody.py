@@ -12,10 +12,11 @@ This module needs only the standard library and numpy (never torch), so the CLI 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
@@ -204,6 +205,7 @@ def form_template_lines(form: str, name: str) -> tuple[str, ...]:
     return tuple(template_lines(name, n_lines, length))
 
 
+@cache
 def strict_positions(length: int) -> tuple[int, ...]:
     """0-based positions whose tone is fixed: 二四六分明 plus the line end (一三五不论)."""
     return tuple(sorted({1, 3, 5} & set(range(length)) | {length - 1}))
@@ -378,6 +380,30 @@ def _flag_repeats(lines: list[str], rhyme_lines: list[int], out: RhymeCheck) -> 
 # Report
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _plain(value: Any) -> Any:
+    """What `dataclasses.asdict` makes of a value: dataclasses become dicts, containers are copied,
+    immutable scalars kept, anything else deep-copied; without asdict's per-value overhead."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list:
+        return [_plain(v) for v in value]
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if kind is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if kind is tuple:
+        return tuple(_plain(v) for v in value)
+    return copy.deepcopy(value)
+
+
 @dataclass
 class CharNote:
     """Per-character annotation."""
@@ -414,7 +440,8 @@ class PoemReport:
     chars: list[CharNote]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A deep, plain copy of the report, equal to `dataclasses.asdict(self)` (several times faster)."""
+        return _plain(self)
 
     @property
     def regulated(self) -> bool:

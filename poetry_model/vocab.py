@@ -113,8 +113,9 @@ class Vocab:
 
     def decode(self, ids, keep_special: bool = False) -> str:
         """Text of a sequence of ids; special tokens are dropped unless asked for."""
-        toks = (self.tokens[int(i)] for i in ids)
-        return "".join(t for t in toks if keep_special or t not in SPECIAL_TOKENS)
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids  # numpy/torch ints are slow to index with
+        toks = self.tokens
+        return "".join(toks[i] for i in ids if keep_special or toks[i] not in SPECIAL_TOKENS)
 
     def save(self, directory: str | Path) -> Path:
         """Write `vocab.json` into `directory` (atomically) and return its path."""

@@ -21,6 +21,17 @@ def require_corpus() -> Path:
     return TANG_JSON
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread avoids oversubscription stalls on a small shared machine (~3x faster)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def full_npz(tmp_path_factory) -> Path:
     """tang.npz built from the whole corpus (simplified), once per test session (~5 s)."""

@@ -431,6 +431,31 @@ def test_toast_text_neutralises_markup(render):
     assert t("x must be >= 0 and <= 1, got '<'") == "x must be >= 0 and <= 1, got '<'"
 
 
+def test_new_sessions_reuse_the_block_configs(app_module, tiny_model_dir):
+    """Each REST call is a new gradio session; its block configs are copies of ones computed once,
+    equal to gradio's own, and what one session changes stays in that session."""
+    from gradio import route_utils, state_holder
+
+    from poetry_model import load
+
+    original = state_holder.SessionState
+    demo = app_module.build_app(load(tiny_model_dir, device="cpu", corpus=None), model_name="tiny")
+    try:
+        assert app_module.share_block_configs() and app_module.share_block_configs()  # idempotent
+        shared = state_holder.SessionState
+        assert shared is not original and route_utils.SessionState is shared
+        plain, first, second = original(demo), shared(demo), shared(demo)
+        assert first.config_values == plain.config_values == second.config_values
+        assert vars(first.blocks_config).keys() == vars(plain.blocks_config).keys()
+        key = next(k for k, c in first.config_values.items() if c.get("props"))
+        first._update_value_in_config(key, "changed")
+        assert first.config_values[key]["props"]["value"] == "changed"
+        assert second.config_values[key]["props"].get("value") != "changed"
+        assert shared(demo).config_values == plain.config_values
+    finally:
+        state_holder.SessionState = route_utils.SessionState = original
+
+
 def test_command_line_and_environment(app_module, monkeypatch):
     for name in ("MODEL_ID", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         monkeypatch.delenv(name, raising=False)

@@ -13,6 +13,7 @@ import torch
 from poetry_model.__main__ import main
 from poetry_model.data import load_npz, save_npz
 from poetry_model.generation import FORM_LINES, LINE_ENDS, MAX_CANDIDATES, MAX_FREE_LINE, MaskVectors, Poet, load
+from poetry_model.model import PoetryConfig, PoetryLSTM
 from poetry_model.novelty import CorpusIndex, LineIndex, find_line_index, hash_lines, line_hash, write_line_hashes
 from poetry_model.prosody import analyze
 from poetry_model.vocab import UnknownCharactersError, to_script
@@ -164,6 +165,89 @@ def test_stepper_matches_the_model(poet):
             feats, state = poet.stepper.step(torch.tensor([tok]), state)
 
 
+def test_stepper_log_probs_are_the_models(poet, tiny_model_dir):
+    """The step weights give the model's own log-probabilities, with a full or an adaptive softmax head."""
+    adaptive = PoetryLSTM(PoetryConfig.for_vocab(poet.vocab, embedding_dim=32, hidden_dim=48,
+                                                  softmax_cutoffs=[2000, 5000]))
+    adaptive.vocab = poet.vocab
+    ids = [poet.vocab.start_id] + poet.vocab.encode(POEM)[:12]
+    for p in (poet, Poet(adaptive)):
+        with torch.inference_mode():
+            want = torch.log_softmax(p.model(torch.tensor([ids]))[0][0].float(), -1)
+            feats, state = p.stepper.prefill(ids[:1], 1, p.device)
+            for t, tok in enumerate(ids[1:]):
+                assert torch.allclose(p.stepper.log_probs(feats)[0], want[t], atol=1e-4)
+                feats, state = p.stepper.step(torch.tensor([tok]), state)
+
+
+def test_a_row_gets_the_same_numbers_alone_or_in_any_batch(poet):
+    """What makes batched requests reproducible: every row's step and log-probabilities are bitwise
+    those it gets alone, whatever else is in the batch."""
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        feats, state = poet.stepper.prefill([poet.vocab.start_id], 1, poet.device)
+        rows = [(feats, state)]
+        for _ in range(5):  # a few different states
+            tok = torch.tensor([int(rng.integers(len(poet.vocab)))])
+            feats, state = poet.stepper.step(tok, state)
+            rows.append((feats, state))
+        tokens = torch.tensor(rng.integers(len(poet.vocab), size=len(rows)))
+        alone = [poet.stepper.step(tokens[i:i + 1], st) for i, (_, st) in enumerate(rows)]
+        for n in (2, 3, len(rows)):
+            batch_state = [(torch.cat([st[k][0] for _, st in rows[:n]]), torch.cat([st[k][1] for _, st in rows[:n]]))
+                           for k in range(len(rows[0][1]))]
+            feats_n, _ = poet.stepper.step(tokens[:n], batch_state)
+            assert all(torch.equal(feats_n[i], alone[i][0][0]) for i in range(n))
+            logp_n = poet.stepper.log_probs(torch.cat([f for f, _ in rows[:n]]))
+            assert all(torch.equal(logp_n[i], poet.stepper.log_probs(rows[i][0])[0]) for i in range(n))
+
+
+def test_step_weights_follow_changes_to_the_model(tiny_model_dir):
+    poet = load(tiny_model_dir, device="cpu", corpus=None)
+    before = poet.generate(temperature=0, max_length=20)[0].text
+    with torch.no_grad():
+        poet.model.head.bias[poet.vocab.index["月"]] += 50.0  # in place: the copies must be rebuilt
+    after = poet.generate(temperature=0, max_length=20)[0].text
+    assert "月" in after and after != before
+
+
+REQUESTS = [dict(form="七律", seed=1), dict(acrostic="春夏秋冬", form="七绝", num_candidates=3, seed=2),
+            dict(prompt="春风", max_length=30, seed=3), dict(form="五绝", temperature=0, seed=4),
+            dict(form="五律", top_k=None, top_p=0.9, num_candidates=2, seed=5),
+            dict(style="大漠孤烟直", form="五绝", rhyme_strength=0.5, tone_strength=0.5, seed=6),
+            dict(acrostic="长安月", top_k=None, top_p=1.0, seed=7, script="traditional"),
+            dict(form="七绝", temperature=1.2, top_k=5, repetition_penalty=3.0, seed=8)]
+
+
+def test_generate_many_gives_each_request_its_own_poems(poet):
+    """Requests decoded together (different forms, lengths, candidates and sampling settings) give
+    exactly what each gives alone; a bad request gets its own error and the others are unaffected."""
+    bad = dict(form="sonnet")
+    results = poet.generate_many(REQUESTS[:4] + [bad] + REQUESTS[4:])
+    assert isinstance(results[4], ValueError) and "form must be" in str(results[4])
+    del results[4]
+    for kwargs, poems in zip(REQUESTS, results):
+        assert [p.to_dict() for p in poems] == [p.to_dict() for p in poet.generate(**kwargs)], kwargs
+    assert poet.generate_many([]) == []
+
+
+def test_batcher_serves_many_threads_with_the_poems_of_generate(poet):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from poetry_model.generation import Batcher
+
+    batcher = Batcher(poet, max_rows=4)  # small: requests also wait for room
+    with ThreadPoolExecutor(len(REQUESTS)) as pool:
+        results = list(pool.map(lambda kw: batcher.generate(**kw), REQUESTS * 2))
+    for kwargs, poems in zip(REQUESTS * 2, results):
+        assert [p.to_dict() for p in poems] == [p.to_dict() for p in poet.generate(**kwargs)], kwargs
+    with pytest.raises(ValueError, match="temperature must be"):
+        batcher.generate(temperature=-1)
+    with pytest.raises(ValueError, match="prompt does not fit"):
+        batcher.generate("床前明月光，", form="七绝")
+    assert batcher.generate(form="五绝", seed=9)[0].text == poet.generate(form="五绝", seed=9)[0].text
+
+
 # --- scripts ------------------------------------------------------------------------------------
 def test_output_script_follows_the_input_or_the_request(poet):
     trad = poet.generate(acrostic="風花雪月", form="五绝", seed=1)[0]
@@ -262,6 +346,29 @@ def test_full_copy_report_names_the_nearest_poem(tiny_model_dir, planted_corpus)
     # The cached index loads again without rebuilding.
     assert planted_corpus.with_name("tang.copyindex.npz").is_file()
     assert CorpusIndex.for_npz(planted_corpus).longest_span("黄河入海流")[0] == "黄河入海流"
+
+
+def test_corpus_queries_agree_with_a_plain_search(planted_corpus):
+    """The suffix-array search (packed two-character keys, then narrowing) against str.find."""
+    index = CorpusIndex.for_npz(planted_corpus)
+    text = index.text
+
+    def count(s: str) -> int:
+        n, at = 0, text.find(s)
+        while at >= 0:
+            n, at = n + 1, text.find(s, at + 1)
+        return n
+
+    pieces = {p[i:j] for p in text.split("\n") for i in range(len(p)) for j in range(i + 1, min(len(p), i + 12) + 1)}
+    pieces |= {"", "月光", "明月光，疑是地上霜", "光，疑", "海流。欲", "黄河入海流。", "x", "春x", "明月x", "𧯆"}
+    for s in sorted(pieces):
+        lo, hi = index._range(s)
+        assert max(hi - lo, 0) == (count(s) if s else len(index.sa)), s
+        assert all(text.startswith(s, int(index.sa[r])) for r in range(lo, hi)), s
+    assert index.longest_span("低头思故乡，白日依山") == ("低头思故乡", 0)
+    assert index.longest_span("春风") == ("", None)
+    nearest, similarity = index.nearest("黄河入海流，千里目")
+    assert nearest == 1 and 0 < similarity <= 1
 
 
 # --- command line -------------------------------------------------------------------------------

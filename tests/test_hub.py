@@ -20,15 +20,6 @@ SEED_IDS_TEXT = "春眠不觉晓，处处闻啼鸟。"
 METRICS = {"cross_entropy": 5.25, "perplexity": math.exp(5.25), "bits_per_char": 5.25 / math.log(2)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription stalls (3x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _logits(model, text):
     ids = [model.vocab.start_id] + model.vocab.encode(text)
     with torch.no_grad():

@@ -19,15 +19,6 @@ from poetry_model.vocab import EOP, PAD, START, VOCAB_FILE, UnknownCharactersErr
 POEM = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription stalls (3x faster)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dataset(full_npz):
     return load_npz(full_npz)

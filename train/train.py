@@ -202,11 +202,16 @@ class LossModel(torch.nn.Module):
                 n = int(mask.sum())
                 return loss, float(loss.detach()) * n, n
             # The book's loss: every position, padding included, full softmax over all of them.
-            loss = self.net.loss(feats.reshape(-1, feats.shape[-1]), targets.reshape(-1))
-            with torch.no_grad():  # metrics stay honest: real tokens only
-                real = targets != self.net.config.pad_id
-                n = int(real.sum())
-                return loss, float(self.net.loss(feats[real], targets[real])) * n, n
+            flat_f, flat_t = feats.reshape(-1, feats.shape[-1]), targets.reshape(-1)
+            # Metrics stay honest: real targets only; left padding makes <START> a target here, never in ours.
+            real = (flat_t != self.net.config.pad_id) & (flat_t != self.net.config.start_id)
+            n = int(real.sum())
+            if isinstance(self.net.head, torch.nn.Linear):  # one head pass serves loss and metrics, as in the book
+                nll = torch.nn.functional.cross_entropy(self.net.head(flat_f).float(), flat_t, reduction="none")
+                return nll.mean(), float(nll.detach()[real].sum()), n
+            loss = self.net.loss(flat_f, flat_t)
+            with torch.no_grad():
+                return loss, float(self.net.loss(flat_f[real], flat_t[real])) * n, n
 
 
 @torch.no_grad()
@@ -445,7 +450,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             append_metrics(out, record)
             plot_losses(out)
             if improved:
-                save_best(out, net, {"val_loss": val, "epoch": epoch + 1, "recipe": cfg.recipe})
+                save_best(out, net, {"cross_entropy": val, "perplexity": math.exp(val),
+                                     "bits_per_char": val / math.log(2)})
             save_checkpoint(out, net, opt, state)
             for t in write_samples(out, net, epoch + 1):
                 print("   ", t)
@@ -489,7 +495,8 @@ def run_epoch(cfg: TrainConfig, step_model: torch.nn.Module, net: PoetryLSTM, op
         loss.backward()
         if cfg.clip:
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-        over = float(bool(cfg.time_budget) and state["train_seconds"] + compute_s >= cfg.time_budget)
+        spent = state["train_seconds"] + compute_s + time.perf_counter() - t0  # this step included
+        over = float(bool(cfg.time_budget) and spent >= cfg.time_budget)
         batch_nll, n, over = all_sum([batch_nll, n, over], device)  # every rank takes the same decisions
         if not math.isfinite(batch_nll):
             if rank == 0:

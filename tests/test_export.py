@@ -1,0 +1,27 @@
+"""Exporting a trained folder as the shipped checkpoint: half-size weights, copy guard, still loads strictly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
+from poetry_model.novelty import LINE_HASH_FILE
+from train.export import export
+
+
+def test_export_halves_the_weights_and_keeps_the_logits(tiny_model_dir, full_npz, tmp_path):
+    out = export(tiny_model_dir, full_npz, tmp_path / "tang-lstm")
+    original, exported = PoetryLSTM.from_pretrained(tiny_model_dir), PoetryLSTM.from_pretrained(out)
+    assert (out / WEIGHTS_FILE).stat().st_size < 0.55 * (tiny_model_dir / WEIGHTS_FILE).stat().st_size
+    x = torch.tensor([[original.config.start_id, 5, 17, 0, 40]])
+    assert torch.allclose(original(x)[0], exported(x)[0], atol=5e-3)
+    hashes = np.load(out / LINE_HASH_FILE, allow_pickle=False)
+    assert hashes.dtype == np.uint64 and len(hashes) > 300_000 and np.all(hashes[1:] > hashes[:-1])
+    assert (out / "README.md").is_file() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_export_refuses_data_with_another_vocabulary(tiny_model_dir, small_npz, tmp_path):
+    with pytest.raises(SystemExit, match="another vocabulary"):
+        export(tiny_model_dir, small_npz, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,58 @@
+"""Export a trained model folder as the shipped checkpoint: half-precision weights plus the copy guard.
+
+    python -m train.export --model runs/mine/best --data data/tang.npz --out checkpoints/tang-lstm
+
+Weights are stored as float16 (half the size; `from_pretrained` casts them back to float32, and
+the logits move by about 1e-3), `corpus_lines.npy` holds the hashes of every corpus line so the copy
+guard works where the corpus is absent, and the model card is kept. The output folder is replaced
+atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from poetry_model.data import load_npz
+from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
+from poetry_model.novelty import write_line_hashes
+
+
+def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy `model_dir` to `out` with weights cast to `dtype` and corpus line hashes added."""
+    model = PoetryLSTM.from_pretrained(model_dir)  # refuses a folder that does not load
+    dataset = load_npz(data)
+    if dataset.vocab.tokens != model.vocab.tokens:
+        raise SystemExit(f"error: {data} has another vocabulary than {model_dir}; export with the training data")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("*.tmp*"))
+    state = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_weights:
+        state.pop("head.weight")  # stored once, as the embedding
+    save_file(state, str(tmp / WEIGHTS_FILE))
+    write_line_hashes(dataset, tmp)
+    PoetryLSTM.from_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="a save_pretrained folder, e.g. runs/NAME/best")
+    parser.add_argument("--data", type=Path, default=Path("data/tang.npz"), help="the data the model was trained on")
+    parser.add_argument("--out", type=Path, default=Path("checkpoints/tang-lstm"))
+    parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    args = parser.parse_args(argv)
+    out = export(args.model, args.data, args.out, getattr(torch, args.dtype))
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"wrote {out} ({size:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
