@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,43 +39,21 @@ from poetry_model.data import load_npz  # noqa: E402
 from poetry_model.generation import Poet, torch_threads  # noqa: E402
 from poetry_model.model import PoetryConfig, PoetryLSTM  # noqa: E402
 from poetry_model.novelty import CorpusIndex, LineIndex, copy_report  # noqa: E402
+from classic_book import ClassicPoetryModel  # noqa: E402
 
 QILV_TOKENS = 8 * 8 + 1  # 8 lines of 7 characters and a punctuation mark, then <EOP>
 QILV_SAMPLED = 8 * 7    # the characters: punctuation and <EOP> are forced, the model is not asked
 TARGET_ONE_MS, TARGET_MANY_MS, TARGET_SPEEDUP = 10.0, 40.0, 5.0
 
 
-class ClassicPoetryModel(nn.Module):
-    """The book's PoetryModel: seq-first LSTM, logits for every position, zero state when none is given."""
-
-    def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int):
-        super().__init__()
-        self.hidden_dim = hidden_dim
-        self.embeddings = nn.Embedding(vocab_size, embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, self.hidden_dim, num_layers=2)
-        self.linear1 = nn.Linear(self.hidden_dim, vocab_size)
-
-    def forward(self, input, hidden=None):
-        seq_len, batch_size = input.size()
-        if hidden is None:
-            h_0 = input.data.new(2, batch_size, self.hidden_dim).fill_(0).float()
-            c_0 = input.data.new(2, batch_size, self.hidden_dim).fill_(0).float()
-        else:
-            h_0, c_0 = hidden
-        embeds = self.embeddings(input)
-        output, hidden = self.lstm(embeds, (h_0, c_0))
-        output = self.linear1(output.view(seq_len * batch_size, -1))
-        return output, hidden
-
-    @classmethod
-    def sharing(cls, model: PoetryLSTM) -> "ClassicPoetryModel":
-        """The classic model with the same weights as ours."""
-        cfg = model.config
-        classic = cls(cfg.vocab_size, cfg.embedding_dim, cfg.hidden_dim)
-        classic.embeddings.load_state_dict(model.embedding.state_dict())
-        classic.lstm.load_state_dict(model.lstm.state_dict())  # same parameters; only batch_first differs
-        classic.linear1.load_state_dict(model.head.state_dict())
-        return classic
+def classic_sharing(model: PoetryLSTM) -> ClassicPoetryModel:
+    """The classic model with the same weights as ours."""
+    cfg = model.config
+    classic = ClassicPoetryModel(cfg.vocab_size, cfg.embedding_dim, cfg.hidden_dim)
+    classic.embeddings.load_state_dict(model.embedding.state_dict())
+    classic.lstm.load_state_dict(model.lstm.state_dict())  # same parameters; only batch_first differs
+    classic.linear1.load_state_dict(model.head.state_dict())
+    return classic
 
 
 def classic_generate(model, start_words, ix2word, word2ix, max_gen_len, prefix_words=None):
@@ -179,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     report("full copy report, one poem (optional index)",
            timed(lambda s: copy_report(text, poet.lines, corpus, "simplified", "simplified"), args.runs))
 
-    classic = ClassicPoetryModel.sharing(model)
+    classic = classic_sharing(model)
     ix2word, word2ix = dict(enumerate(dataset.vocab.tokens)), dataset.vocab.index
     loop = lambda s: classic_generate(classic, "", ix2word, word2ix, QILV_TOKENS)  # noqa: E731
     classic_default = report(f"classic loop, {torch.get_num_threads()} threads (book)", timed(loop, args.runs))

@@ -69,6 +69,7 @@ from poetry_model.generation import pick_device  # noqa: E402
 from poetry_model.model import PoetryLSTM  # noqa: E402
 from train.train import (IGNORE, Batches, LossModel, TrainConfig, build_model, choose_bf16,  # noqa: E402
                          evaluate, load_dataset, lr_at, train)
+from classic_book import ClassicPoetryModel  # noqa: E402
 
 EMBEDDING, HIDDEN, LAYERS, BATCH, LR = 128, 256, 2, 128, 1e-3
 DEFAULT_CUTOFFS = "500,3000"
@@ -76,29 +77,6 @@ DEFAULT_PRECISION = "bf16"
 
 
 # --- (a) the classic step, self-contained ----------------------------------------------------
-
-class ClassicPoetryModel(nn.Module):
-    """The book's PoetryModel: seq-first embedding -> 2-layer LSTM -> linear over the whole vocabulary."""
-
-    def __init__(self, vocab_size: int, embedding_dim: int, hidden_dim: int):
-        super().__init__()
-        self.hidden_dim = hidden_dim
-        self.embeddings = nn.Embedding(vocab_size, embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, self.hidden_dim, num_layers=LAYERS)
-        self.linear1 = nn.Linear(self.hidden_dim, vocab_size)
-
-    def forward(self, input, hidden=None):
-        seq_len, batch_size = input.size()
-        if hidden is None:
-            h_0 = input.data.new(LAYERS, batch_size, self.hidden_dim).fill_(0).float()
-            c_0 = input.data.new(LAYERS, batch_size, self.hidden_dim).fill_(0).float()
-        else:
-            h_0, c_0 = hidden
-        embeds = self.embeddings(input)
-        output, hidden = self.lstm(embeds, (h_0, c_0))
-        output = self.linear1(output.view(seq_len * batch_size, -1))
-        return output, hidden
-
 
 class Classic:
     """The book's training step on random batches of the padded 125-wide rows."""
