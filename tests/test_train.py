@@ -185,3 +185,12 @@ def test_device_flag_and_precision_choice(small_npz, tmp_path):
     summary = train(cfg)
     assert summary["bf16"] is False and summary["steps"] == 2
     assert torch.device("cpu").type == "cpu"
+
+
+def test_patience_stops_when_validation_stops_improving(small_npz, tmp_path):
+    # With a zero learning rate the validation loss cannot improve after the first epoch.
+    cfg = config(small_npz, tmp_path / "run", "--epochs", "5", "--lr", "0", "--patience", "1")
+    summary = train(cfg)
+    assert summary["stopped"] == "patience" and summary["epochs"] == 2
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["best"] for r in rows] == [True, False]
