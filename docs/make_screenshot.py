@@ -1,7 +1,7 @@
 """Regenerate docs/screenshot.png (the README's picture of the UI) in headless Chromium.
 
     python docs/make_screenshot.py                        # the shipped model (checkpoints/tang-lstm)
-    python docs/make_screenshot.py --model runs/mine/best --out /tmp/ui.png
+    python docs/make_screenshot.py --model runs/mine/best --out ui.png
 
 Starts `python app.py` on a free local port, fills the acrostic 春夏秋冬, picks 七绝, asks for
 three candidates with seed 7, clicks Generate and saves a full-page screenshot. Uses Debian's

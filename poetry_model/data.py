@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .vocab import Vocab, VocabError, SPECIAL_TOKENS
+from .vocab import Vocab, VocabError
 
 SEQ_LEN = 125
 SPLIT_SEED = 20240611  # fixed forever: train and evaluation must see the same validation poems
@@ -126,7 +126,3 @@ def strip_padding(data: np.ndarray, pad_id: int) -> list[np.ndarray]:
     """Each row without its padding, as a list of 1-D id arrays."""
     return [row[row != pad_id] for row in data]
 
-
-def special_ids(vocab: Vocab) -> set[int]:
-    """Ids of the special tokens."""
-    return {vocab.index[t] for t in SPECIAL_TOKENS}
