@@ -81,6 +81,7 @@ MAX_PROMPT, MAX_ACROSTIC, MAX_STYLE = 100, 16, 64
 MAX_CANDIDATES, MAX_LENGTH, DEFAULT_MAX_LENGTH = 64, 512, 124
 MAX_TEMPERATURE, MAX_REPETITION_PENALTY = 10.0, 10.0
 MAX_FREE_LINE = 12      # longest free-verse line, in characters
+MIN_FREE_LINES = 4  # free verse without an acrostic or a form ends no earlier than a quatrain
 COPY_RETRIES = 8        # resamples per step before a corpus line is let through (and reported)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
@@ -308,7 +309,9 @@ class FreeState:
         if self.line_len == 0:
             if self.lines is not None and self.lines_done >= self.lines:
                 return _free(tc.eop)
-            can_end = self.lines is None and self.lines_done > 0 and self.last_sentence
+            # A poem ends after a full sentence and at least MIN_FREE_LINES lines: the model alone
+            # tends to stop after one couplet, far shorter than the corpus (7.9 lines on average).
+            can_end = self.lines is None and self.lines_done >= MIN_FREE_LINES and self.last_sentence
             return _free(tc.start_or_eop if can_end else tc.start)
         # End with a full stop on the last line, or when no further line fits in the budget.
         sentence = self._lines_left() == 1 and (self.lines is not None or remaining < 3)

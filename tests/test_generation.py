@@ -113,6 +113,18 @@ def test_repetition_guard_stops_loops(looping_poet):
     assert len(set(text)) > 20
 
 
+def test_free_verse_runs_to_at_least_a_quatrain_even_when_the_model_wants_to_stop(tiny_model_dir):
+    eager = load(tiny_model_dir, device="cpu", corpus=None)
+    with torch.no_grad():  # a model that would end the poem at the first chance
+        eager.model.head.bias[eager.vocab.eop_id] += 30.0
+        for ch in "。":
+            eager.model.head.bias[eager.vocab.index[ch]] += 10.0
+    for poem in eager.generate(num_candidates=4, seed=5, max_length=80):
+        assert len(poem.lines) >= 4 and poem.text[-1] in SENTENCE_ENDS, poem.text
+    short = eager.generate(seed=5, max_length=8)[0]  # the length limit still wins
+    assert len(short.text) <= 8
+
+
 def test_prompt_is_continued(poet):
     poem = poet.generate("床前明月光，", form="五绝", seed=2)[0]
     assert poem.text.startswith("床前明月光，")
