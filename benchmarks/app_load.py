@@ -47,6 +47,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ask the app server to exit; kill it if it has not within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by linear interpolation."""
     xs = sorted(values)
@@ -257,11 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
                 report["levels"].append(level)
                 print(f"{clients:>2} concurrent: {level}", flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
 
     last = report["levels"][-1]
