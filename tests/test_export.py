@@ -25,3 +25,19 @@ def test_export_refuses_data_with_another_vocabulary(tiny_model_dir, small_npz, 
     with pytest.raises(SystemExit, match="another vocabulary"):
         export(tiny_model_dir, small_npz, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_keeps_the_runs_summary_without_machine_paths(small_npz, tmp_path):
+    from train.evaluate import TRAINING_FILE, training_info
+    from train.train import parse_args, train
+
+    cfg, _ = parse_args(["--data", str(small_npz), "--out", str(tmp_path / "run"), "--embedding-dim", "32",
+                         "--hidden-dim", "48", "--batch-size", "32", "--limit-poems", "600", "--epochs", "1",
+                         "--max-steps", "3", "--device", "cpu", "--precision", "fp32"])
+    train(cfg)
+    out = export(tmp_path / "run" / "best", small_npz, tmp_path / "shipped")
+    summary = (out / TRAINING_FILE).read_text(encoding="utf-8")
+    assert str(tmp_path) not in summary
+    info = training_info(str(out))
+    assert info["recipe"] == "fast" and info["steps"] == 3 and info["epochs"] == 1 and info["train_seconds"] > 0
+    assert info == training_info(str(tmp_path / "run" / "best"))  # the same summary the run folder gives

@@ -116,9 +116,17 @@ def load_poet(source: str, ds: PoemDataset, device: torch.device):
     return poet
 
 
+TRAINING_FILE = "training.json"  # the run's summary, kept by train/export.py in a shipped folder
+
+
 def training_info(source: str) -> dict:
-    """What the run that wrote a model folder says about itself (trainer_state.json here or in ../last)."""
+    """What the run that wrote a model folder says about itself: its exported summary, else the
+    trainer_state.json here or in ../last (recipe, compute seconds, epochs, best epoch)."""
     folder = Path(source)
+    try:
+        return json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        pass
     for state_file in (folder / "trainer_state.json", folder.parent / "last" / "trainer_state.json"):
         if state_file.is_file():
             try:
@@ -128,8 +136,7 @@ def training_info(source: str) -> dict:
             cfg = state.get("config", {})
             info = {"recipe": cfg.get("recipe"), "train_seconds": state.get("train_seconds"),
                     "time_budget": cfg.get("time_budget"), "epochs": state.get("epoch"),
-                    "steps": state.get("global_step"), "best_val": state.get("best_val"),
-                    "state_file": str(state_file)}
+                    "steps": state.get("global_step"), "best_val": state.get("best_val")}
             return {**info, **_best_record(state_file.parent.parent / "metrics.jsonl")}
     return {}
 

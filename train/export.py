@@ -4,12 +4,14 @@
 
 Weights are stored as float16 (half the size; `from_pretrained` casts them back to float32, and
 the logits move by about 1e-3), `corpus_lines.npy` holds the hashes of every corpus line so the copy
-guard works where the corpus is absent, and the model card is kept. The output folder is replaced
-atomically.
+guard works where the corpus is absent, `training.json` keeps the run's summary (recipe, compute
+time, epochs) for the evaluation and the model card, and the card is kept. The output folder is
+replaced atomically.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from safetensors.torch import save_file
 from poetry_model.data import load_npz
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
 from poetry_model.novelty import write_line_hashes
+from train.evaluate import TRAINING_FILE, training_info
 
 
 def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -35,6 +38,9 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
         state.pop("head.weight")  # stored once, as the embedding
     save_file(state, str(tmp / WEIGHTS_FILE))
     write_line_hashes(dataset, tmp)
+    summary = training_info(str(model_dir))
+    if summary:
+        (tmp / TRAINING_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     PoetryLSTM.from_pretrained(tmp)
     if out.exists():
         shutil.rmtree(out)
