@@ -33,10 +33,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
 
-import gradio as gr  # noqa: E402
-
-from app_render import POEM_CSS, render_result, toast_text  # noqa: E402
-
 log = logging.getLogger("poetry_app")
 
 HERE = Path(__file__).resolve().parent
@@ -54,6 +50,66 @@ MAX_TEXT = 1000               # characters; a cheap guard before the library's o
 CONCURRENCY = 32              # requests generated at once: decoded together, one batched model step per token
 QUEUE_SIZE = 128
 MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x MAX_CANDIDATES); more requests wait
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Serve the Tang poetry generator (Gradio).")
+    p.add_argument("--model", default=os.environ.get("MODEL_ID") or None,
+                   help="model folder or Hub repo id (env MODEL_ID; default: checkpoints/tang-lstm)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST,
+                   help="address to bind (env GRADIO_SERVER_NAME; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
+                   help="port (env GRADIO_SERVER_PORT; default 7860)")
+    p.add_argument("--corpus", default=os.environ.get("POETRY_CORPUS") or None,
+                   help="tang.npz for the copy report's nearest poem (env POETRY_CORPUS; default data/tang.npz)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
+    p.add_argument("--concurrency", type=int, default=int(os.environ.get("POET_CONCURRENCY") or CONCURRENCY),
+                   help=f"requests generated at once, decoded together in one batch (default {CONCURRENCY})")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("POET_THREADS") or 1),
+                   help="torch CPU threads per process (default 1: concurrent requests share the cores)")
+    return p.parse_args(argv)
+
+
+def start_generator(args: argparse.Namespace):
+    """Start the generator process (it loads the model meanwhile), or exit saying how to get a model."""
+    from poetry_model.worker import PoetWorker
+
+    if args.model is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        sys.exit(f"error: no model at {DEFAULT_MODEL_DIR}.\n"
+                 "Get one: train it (`python -m train.train --data data/tang.npz --out runs/mine`) and run "
+                 "`python app.py --model runs/mine/best`, or point MODEL_ID / --model at a Hub repo id.")
+    concurrency = max(1, args.concurrency)
+    return PoetWorker(args.model if args.model is not None else DEFAULT_MODEL_DIR, device=args.device,
+                      corpus=args.corpus, threads=max(1, args.threads),
+                      max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+
+
+def wait_for_generator(worker, model: str | None):
+    """The started generator once its model is loaded, or exit with the reason it could not load."""
+    from poetry_model.worker import WorkerError
+
+    try:
+        worker.wait_ready()
+    except WorkerError as exc:
+        worker.close()
+        sys.exit(f"error: cannot load model {model or DEFAULT_MODEL_DIR}: {exc}")
+    return worker
+
+
+_early: tuple = ()  # (args, generator) when run as a script
+if __name__ == "__main__":
+    # `python app.py`: the generator process starts before gradio is imported, so that its torch
+    # import and model load (2-3 s) run beside that import instead of after it.
+    _args = parse_args()
+    _early = _args, start_generator(_args)
+
+import gradio as gr  # noqa: E402
+
+from app_render import POEM_CSS, render_result, toast_text  # noqa: E402
 
 DEFAULTS: dict[str, Any] = dict(prompt="", acrostic="", form="自由", rhyme=True, rhyme_strength=1.0, tones=True,
                                 tone_strength=1.0, temperature=0.8, top_k=50, top_p=0.95, style="",
@@ -149,7 +205,7 @@ def _failed(exc: BaseException, raw: dict[str, Any]) -> gr.Error:
 
 
 def _result(poems, kwargs: dict[str, Any], t0: float) -> dict[str, Any]:
-    out = [p.to_dict() for p in poems]
+    out = [p if isinstance(p, dict) else p.to_dict() for p in poems]  # a worker sends dicts already
     settings = dict(out[0]["settings"]) if out else {}
     request = {k: kwargs[k] for k in PARAMS}
     request["seed"] = settings.get("seed", kwargs["seed"])
@@ -157,13 +213,13 @@ def _result(poems, kwargs: dict[str, Any], t0: float) -> dict[str, Any]:
             "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1)}
 
 
-async def run_request(batcher, raw: dict[str, Any]) -> dict[str, Any]:
-    """One generation through a `poetry_model.Batcher`; returns the JSON result. Bad input ->
-    gr.Error with a clear message. Awaited in gradio's event loop: no worker thread waits."""
+async def run_request(generator, raw: dict[str, Any]) -> dict[str, Any]:
+    """One generation through a `Batcher` or `PoetWorker` (anything with `submit`); returns the JSON
+    result. Bad input -> gr.Error with a clear message. Awaited in gradio's event loop: no thread waits."""
     t0 = time.perf_counter()
     try:
         kwargs = request_kwargs(**raw)
-        poems = await asyncio.wrap_future(batcher.submit(**kwargs))
+        poems = await asyncio.wrap_future(generator.submit(**kwargs))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a message
         raise _failed(exc, raw) from None
     return _result(poems, kwargs, t0)
@@ -252,16 +308,16 @@ def new_seed() -> int:
 
 
 def build_app(poet, *, model_name: str = "", concurrency: int = CONCURRENCY) -> gr.Blocks:
-    """The whole UI and the `/generate` API around a loaded `poetry_model.Poet`.
+    """The whole UI and the `/generate` API around a generator: a `poetry_model.worker.PoetWorker`
+    (what `main` starts), a `Batcher`, or a loaded `Poet` (then wrapped in a Batcher here).
 
-    Concurrent requests (up to `concurrency`) are decoded together by a `poetry_model.Batcher`:
-    one model step per token for all of them, each with its own seed, so every answer is the
-    one the request gives alone."""
-    from poetry_model.generation import Batcher
+    Concurrent requests (up to `concurrency`) are decoded together: one model step per token for
+    all of them, each with its own seed, so every answer is the one the request gives alone."""
+    generator = poet
+    if not hasattr(generator, "submit"):
+        from poetry_model.generation import Batcher
 
-    batcher = poet
-    if not isinstance(batcher, Batcher):
-        batcher = Batcher(poet, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+        generator = Batcher(poet, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
 
     async def generate(prompt: str = "", acrostic: str = "", form: str = "自由", rhyme: bool = True,
                        rhyme_strength: float = 1.0, tones: bool = True, tone_strength: float = 1.0,
@@ -272,7 +328,7 @@ def build_app(poet, *, model_name: str = "", concurrency: int = CONCURRENCY) -> 
         (nearest corpus poem, longest shared span), seed and settings. form: 自由 (free), 五绝, 七绝,
         五律, 七律; top_k 0 or null = no limit; seed -1 or null = random (reported); script: auto,
         simplified or traditional."""
-        return await run_request(batcher, dict(
+        return await run_request(generator, dict(
             prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme, rhyme_strength=rhyme_strength, tones=tones,
             tone_strength=tone_strength, temperature=temperature, top_k=top_k, top_p=top_p, style=style,
             num_candidates=num_candidates, seed=seed, script=script))
@@ -344,71 +400,26 @@ def build_app(poet, *, model_name: str = "", concurrency: int = CONCURRENCY) -> 
     return demo
 
 
-def warm_up(poet) -> None:
-    """Build the lazy indexes (form masks, copy index) before serving, so no request pays for them."""
-    poet.generate(form="七绝", seed=0)
-    poet.generate(seed=0, max_length=16)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Serve the Tang poetry generator (Gradio).")
-    p.add_argument("--model", default=os.environ.get("MODEL_ID") or None,
-                   help="model folder or Hub repo id (env MODEL_ID; default: checkpoints/tang-lstm)")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST,
-                   help="address to bind (env GRADIO_SERVER_NAME; default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
-                   help="port (env GRADIO_SERVER_PORT; default 7860)")
-    p.add_argument("--corpus", default=os.environ.get("POETRY_CORPUS") or None,
-                   help="tang.npz for the copy report's nearest poem (env POETRY_CORPUS; default data/tang.npz)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
-    p.add_argument("--concurrency", type=int, default=int(os.environ.get("POET_CONCURRENCY") or CONCURRENCY),
-                   help=f"requests generated at once, decoded together in one batch (default {CONCURRENCY})")
-    p.add_argument("--threads", type=int, default=int(os.environ.get("POET_THREADS") or 1),
-                   help="torch CPU threads per process (default 1: concurrent requests share the cores)")
-    return p.parse_args(argv)
-
-
-def load_poet(model: str | None, device: str | None = None, corpus: str | None = None):
-    """The Poet, or exit with a message saying how to get a model."""
-    from poetry_model import load
-    from poetry_model.model import ModelLoadError
-
-    if model is None and not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        sys.exit(f"error: no model at {DEFAULT_MODEL_DIR}.\n"
-                 "Get one: train it (`python -m train.train --data data/tang.npz --out runs/mine`) and run "
-                 "`python app.py --model runs/mine/best`, or point MODEL_ID / --model at a Hub repo id.")
-    try:
-        extra = {"corpus": corpus} if corpus else {}
-        return load(model if model is not None else DEFAULT_MODEL_DIR, device=device, **extra)
-    except (ModelLoadError, OSError, ValueError) as exc:
-        sys.exit(f"error: cannot load model {model or DEFAULT_MODEL_DIR}: {exc}")
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
     t0 = time.perf_counter()
-    poet = load_poet(args.model, args.device, args.corpus)
-    if hasattr(poet, "threads"):
-        poet.threads = max(1, args.threads)
-    warm_up(poet)
-    if poet.corpus_index() is None:
+    args, generator = _early if argv is None and _early else (parse_args(argv), None)
+    # The model loads and decodes in a child process: beside this one's event loop, not taking turns with it.
+    generator = wait_for_generator(generator or start_generator(args), args.model)
+    if not generator.info.get("corpus"):
         log.warning("no corpus file (%s): copy reports will lack the nearest corpus poem; build data/tang.npz "
                     "with `python -m train.prepare` or pass --corpus", args.corpus or "data/tang.npz")
     log.info("model %s ready in %.1f s", args.model or DEFAULT_MODEL_DIR, time.perf_counter() - t0)
     shown = args.model or str(DEFAULT_MODEL_DIR)  # a folder by its name only: no server paths on the page
-    concurrency = max(1, args.concurrency)
     share_block_configs()
-    demo = build_app(poet, model_name=Path(shown).name if Path(shown).is_dir() else shown, concurrency=concurrency)
+    concurrency = max(1, args.concurrency)
+    demo = build_app(generator, model_name=Path(shown).name if Path(shown).is_dir() else shown,
+                     concurrency=concurrency)
     demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
-    demo.launch(server_name=args.host, server_port=args.port, theme=gr.themes.Soft(), footer_links=["api"])
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, theme=gr.themes.Soft(), footer_links=["api"])
+    finally:
+        generator.close()
 
 
 if __name__ == "__main__":

@@ -24,9 +24,13 @@ class UnknownCharactersError(ValueError):
     """Text holds characters the vocabulary cannot represent; `.chars` lists them in order."""
 
     def __init__(self, chars: list[str], what: str = "text"):
-        self.chars = chars
+        self.chars, self.what = chars, what
         shown = " ".join(repr(c) for c in chars[:20]) + (" …" if len(chars) > 20 else "")
         super().__init__(f"{what} has {len(chars)} character(s) outside the model's vocabulary: {shown}")
+
+    def __reduce__(self):
+        """Pickled by its arguments (the generator process sends it to the server)."""
+        return type(self), (self.chars, self.what)
 
 
 @cache

@@ -472,13 +472,15 @@ def test_command_line_and_environment(app_module, monkeypatch):
 
 def test_missing_default_model_says_how_to_get_one(app_module, monkeypatch, tmp_path):
     monkeypatch.setattr(app_module, "DEFAULT_MODEL_DIR", tmp_path / "checkpoints" / "tang-lstm")
+    monkeypatch.delenv("MODEL_ID", raising=False)
     with pytest.raises(SystemExit) as info:
-        app_module.load_poet(None)
+        app_module.start_generator(app_module.parse_args([]))
     message = str(info.value)
     assert "no model at" in message and "--model" in message and "MODEL_ID" in message
+    nowhere = str(tmp_path / "nowhere")
     with pytest.raises(SystemExit) as info:
-        app_module.load_poet(str(tmp_path / "nowhere"))
-    assert "cannot load model" in str(info.value)
+        app_module.wait_for_generator(app_module.start_generator(app_module.parse_args(["--model", nowhere])), nowhere)
+    assert "cannot load model" in str(info.value) and "nowhere" in str(info.value)
 
 
 def test_app_exits_with_a_message_when_the_model_is_missing(tmp_path):

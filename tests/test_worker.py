@@ -1,0 +1,82 @@
+"""The generator process behind the app: a real child process, answers equal to in-process ones, bad input, crashes."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from poetry_model.generation import load
+from poetry_model.vocab import UnknownCharactersError
+from poetry_model.worker import PoetWorker, WorkerError
+
+START = 180  # seconds: the child imports torch and loads the model (slow on a busy 2-core box)
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model_dir, full_npz):
+    w = PoetWorker(tiny_model_dir, device="cpu", corpus=full_npz)
+    w.wait_ready(START)
+    yield w
+    w.close()
+
+
+def test_answers_equal_the_in_process_poems(worker, tiny_model_dir, full_npz):
+    assert worker.info["vocab_size"] > 8000 and worker.info["corpus"] is True
+    poet = load(tiny_model_dir, device="cpu", corpus=full_npz)
+    nearest = []
+    for kwargs in (dict(acrostic="春夏秋冬", form="七绝", seed=7), dict(prompt="明月", seed=3, num_candidates=3),
+                   dict(form="五律", seed=11, script="traditional")):
+        expected = [p.to_dict() for p in poet.generate(**kwargs)]
+        assert worker.generate(**kwargs) == expected
+        nearest += [p["copy"]["nearest"] for p in expected]
+    assert any(nearest)  # the child found the corpus and used it
+
+
+def test_concurrent_requests_are_answered_each_with_its_own_poems(worker):
+    futures = {seed: worker.submit(form="五绝", seed=seed) for seed in range(12)}
+    texts = {seed: f.result(START)[0]["text"] for seed, f in futures.items()}
+    assert all(worker.generate(form="五绝", seed=seed)[0]["text"] == text for seed, text in texts.items())
+    assert len(set(texts.values())) > 6
+
+
+def test_bad_input_comes_back_as_the_librarys_own_error(worker):
+    with pytest.raises(UnknownCharactersError, match="outside the model's vocabulary") as info:
+        worker.generate(prompt="月😀x")
+    assert info.value.chars == ["😀", "x"]
+    with pytest.raises(ValueError, match="temperature"):
+        worker.generate(temperature=math.nan)
+    with pytest.raises(ValueError, match="form"):
+        worker.generate(form="sonnet")
+    assert worker.generate(form="五绝", seed=1)  # still serving
+
+
+def test_a_model_that_does_not_load_is_reported(tmp_path):
+    w = PoetWorker(tmp_path / "no-such-model", device="cpu", corpus=None)
+    with pytest.raises(WorkerError, match="no-such-model"):
+        w.wait_ready(START)
+    w.close()
+    assert w.submit(seed=1).exception(1) is not None
+
+
+def test_a_crashed_child_is_replaced_and_serving_resumes(tiny_model_dir):
+    w = PoetWorker(tiny_model_dir, device="cpu", corpus=None)
+    try:
+        w.wait_ready(START)
+        first = w.generate(form="五绝", seed=5)
+        w._proc.kill()
+        w._proc.wait()
+        with pytest.raises(WorkerError):
+            w.submit(form="五绝", seed=5).result(START)  # refused while a new child starts
+        deadline = time.monotonic() + START
+        while time.monotonic() < deadline:
+            try:
+                assert w.generate(form="五绝", seed=5) == first  # the new child answers as the old one did
+                break
+            except WorkerError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the generator was not restarted")
+    finally:
+        w.close()
+    assert w._proc.returncode == 0  # closed: the child saw its pipe close and exited by itself
