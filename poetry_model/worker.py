@@ -9,8 +9,8 @@ event loop and the decoding thread of a `Batcher` take turns on that core while 
 idles. Here the Poet and its Batcher live in a child process, which decodes beside the server.
 Its torch import and model load also overlap the server's own start-up.
 
-Requests and answers are length-prefixed pickles over two pipes between this process and the
-child it started; nothing is unpickled from a file or the network. Answers are the poems' JSON
+Requests and answers are length-prefixed pickles over the child's stdin and stdout (its own
+prints go to stderr); nothing is unpickled from a file or the network. Answers are the poems' JSON
 dicts (built in the child, off the server's core) or the exception `generate` raised. If the child
 dies, waiting requests fail with `WorkerError`, new ones are refused while a fresh child starts,
 and serving resumes. The child exits when its parent's pipe closes.
@@ -93,16 +93,11 @@ class PoetWorker:
     # -- life cycle -------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        to_child, from_parent = os.pipe()
-        from_child, to_parent = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT),
                                                                           os.environ.get("PYTHONPATH")]))}
-        self._proc = subprocess.Popen([sys.executable, "-m", "poetry_model.worker", str(to_child), str(to_parent)],
-                                      pass_fds=(to_child, to_parent), env=env)
-        os.close(to_child)
-        os.close(to_parent)
-        self._to_child = os.fdopen(from_parent, "wb")
-        self._from_child = os.fdopen(from_child, "rb")
+        self._proc = subprocess.Popen([sys.executable, "-m", "poetry_model.worker", "--serve"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self._to_child, self._from_child = self._proc.stdin, self._proc.stdout
         _send(self._to_child, self._send_lock, self.config)
         self._ready.clear()
         self._reader = threading.Thread(target=self._read, name="poet-worker-reader", daemon=True)
@@ -247,13 +242,20 @@ def serve(inbox: BinaryIO, outbox: BinaryIO) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m poetry_model.worker IN_FD OUT_FD`: started by PoetWorker, not by hand."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not all(a.isdigit() for a in args):
-        print("usage: python -m poetry_model.worker IN_FD OUT_FD (started by poetry_model.worker.PoetWorker)",
+    """`python -m poetry_model.worker --serve`: started by PoetWorker, talking over stdin and stdout."""
+    if (sys.argv[1:] if argv is None else argv) != ["--serve"]:
+        print("usage: python -m poetry_model.worker --serve (started by poetry_model.worker.PoetWorker)",
               file=sys.stderr)
         return 2
-    with os.fdopen(int(args[0]), "rb") as inbox, os.fdopen(int(args[1]), "wb") as outbox:
+    inbox, outbox = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
+    if os.name == "nt":  # pipes carry bytes untranslated
+        import msvcrt
+
+        msvcrt.setmode(inbox.fileno(), os.O_BINARY)
+        msvcrt.setmode(outbox.fileno(), os.O_BINARY)
+    os.dup2(2, 1)  # whatever a library prints from now on goes to stderr, never into the answers
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # and nothing else reads the requests
+    with inbox, outbox:
         return serve(inbox, outbox)
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 
 import pytest
@@ -80,3 +82,8 @@ def test_a_crashed_child_is_replaced_and_serving_resumes(tiny_model_dir):
     finally:
         w.close()
     assert w._proc.returncode == 0  # closed: the child saw its pipe close and exited by itself
+
+
+def test_the_child_entry_point_is_not_for_hand_use():
+    done = subprocess.run([sys.executable, "-m", "poetry_model.worker"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "started by poetry_model.worker.PoetWorker" in done.stderr
