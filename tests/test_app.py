@@ -490,3 +490,33 @@ def test_app_exits_with_a_message_when_the_model_is_missing(tmp_path):
                           capture_output=True, text=True, timeout=START_TIMEOUT)
     assert done.returncode != 0
     assert "cannot load model" in done.stderr and "no-such-model" in done.stderr, done.stderr[-2000:]
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the live child processes of pid, from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                out.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_generation_runs_in_a_child_process_that_ends_with_the_server(tiny_model_dir, tmp_path):
+    port = free_port()
+    srv = Server(["--model", str(tiny_model_dir), "--port", str(port)], server_env(), port, tmp_path / "log").wait_ready()
+    try:
+        workers = [pid for pid, cmd in _children(srv.proc.pid) if "poetry_model.worker" in cmd]
+        assert len(workers) == 1, _children(srv.proc.pid)
+        assert Client(srv.url, verbose=False).predict(form="五绝", seed=1, api_name="/generate")["poems"]
+    finally:
+        srv.close()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{workers[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = Path(f"/proc/{workers[0]}/stat")
+    # gone, or a zombie that its (now dead) parent left for init to reap
+    assert not status.exists() or status.read_text().rsplit(")", 1)[1].split()[0] == "Z"
