@@ -357,7 +357,9 @@ def evaluate_model(source: str, ds, train_idx, val_idx, args, device, copies, he
     poet = load_poet(source, ds, device)
     if args.avoid_copies and poet.line_index() is None:
         poet.lines = copies.lines  # no corpus_lines.npy with the model: guard against the training split
-    name = Path(source).name if Path(source).exists() else source
+    name = source
+    if Path(source).exists():  # a folder by its name, with its run's for a trainer's best/ or last/
+        name = "/".join(Path(source).resolve().parts[-2 if Path(source).name in ("best", "last") else -1:])
     n_params = sum(p.numel() for p in poet.model.parameters())
     print(f"[{name}] validation cross-entropy on {len(val_idx)} poems ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
