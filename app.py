@@ -308,17 +308,16 @@ def new_seed() -> int:
     return secrets.randbelow(2**31)
 
 
-def build_app(poet, *, model_name: str = "", concurrency: int = CONCURRENCY) -> gr.Blocks:
+def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY) -> gr.Blocks:
     """The whole UI and the `/generate` API around a generator: a `poetry_model.worker.PoetWorker`
     (what `main` starts), a `Batcher`, or a loaded `Poet` (then wrapped in a Batcher here).
 
     Concurrent requests (up to `concurrency`) are decoded together: one model step per token for
     all of them, each with its own seed, so every answer is the one the request gives alone."""
-    generator = poet
-    if not hasattr(generator, "submit"):
+    if not hasattr(generator, "submit"):  # a Poet
         from poetry_model.generation import Batcher
 
-        generator = Batcher(poet, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+        generator = Batcher(generator, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
 
     async def generate(prompt: str = "", acrostic: str = "", form: str = "自由", rhyme: bool = True,
                        rhyme_strength: float = 1.0, tones: bool = True, tone_strength: float = 1.0,

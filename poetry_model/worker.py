@@ -190,14 +190,14 @@ class PoetWorker:
                 future.set_exception(exc)
 
 
+# ---------------------------------------------------------------------------------------------
+# The child
+
+
 def warm_up(poet) -> None:
     """Build the lazy indexes (form masks, copy index) before serving, so no request pays for them."""
     poet.generate(form="七绝", seed=0)
     poet.generate(seed=0, max_length=16)
-
-
-# ---------------------------------------------------------------------------------------------
-# The child
 
 
 def serve(inbox: BinaryIO, outbox: BinaryIO) -> int:
