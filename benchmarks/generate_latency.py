@@ -37,11 +37,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from classic_book import ClassicPoetryModel  # noqa: E402
+
 from poetry_model.data import load_npz  # noqa: E402
 from poetry_model.generation import Poet, torch_threads  # noqa: E402
 from poetry_model.model import PoetryConfig, PoetryLSTM  # noqa: E402
 from poetry_model.novelty import CorpusIndex, LineIndex, copy_report  # noqa: E402
-from classic_book import ClassicPoetryModel  # noqa: E402
 
 QILV_TOKENS = 8 * 8 + 1  # 8 lines of 7 characters and a punctuation mark, then <EOP>
 # The classic loop's start words: it feeds them one forward pass each, then decodes greedily, so a

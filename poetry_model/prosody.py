@@ -78,7 +78,7 @@ class Lexicon:
         simp = sum(ch in self._marks["simplified"] for ch in text)
         return "traditional" if trad > simp else "simplified"
 
-    @cache
+    @cache  # noqa: B019 - one Lexicon per process (lexicon()), kept for the process's life
     def entry(self, ch: str, script: str = "simplified") -> Entry | None:
         """The readings of one character read in the given script (the other table as a fallback)."""
         first, second = (("traditional", "simplified") if script == "traditional"
@@ -620,12 +620,11 @@ class FormState:
         self.done = False
         self._cached: StepMasks | None = None
 
-    @property
-    def template(self) -> str | None:
-        """The template, once only one is left."""
-        return self.alive[0] if len(self.alive) == 1 else None
-
     # -- masks ------------------------------------------------------------------------------
+
+    def closes_after_char(self) -> bool:
+        """Whether one more character completes the current line."""
+        return self.pos == self.length - 1
 
     def step_masks(self) -> StepMasks:
         """Masks for the next token (computed once per step)."""

@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = Path(args.corpus) if args.corpus else None
         if corpus is None:
             from conftest import TANG_JSON
+
             from train.prepare import prepare
 
             corpus = Path(tmp) / "tang.npz"

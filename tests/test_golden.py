@@ -5,7 +5,6 @@ has no recording the test is skipped, never failed."""
 from __future__ import annotations
 
 import pytest
-
 from golden_requests import MODEL, REQUESTS, answer, fingerprint, load_golden, load_poet
 
 
