@@ -13,27 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from .data import PoemDataset, load_npz
+from .text import split_lines
 from .vocab import to_script
 
-LINE_ENDS = "，。？！；："
-LINE_SPLIT = re.compile(f"[{LINE_ENDS}]")
 LINE_HASH_FILE = "corpus_lines.npy"
 INDEX_SUFFIX = ".copyindex.npz"
 INDEX_VERSION = 2
 SEPARATOR = "\n"  # between poems in the index text; never inside a poem, sorts below every character
 BUILD_HINT = "build the data with `python -m train.prepare` (writes data/tang.npz)"
-
-
-def split_lines(text: str) -> list[str]:
-    """The non-empty lines of a poem, without their punctuation."""
-    return [line for line in LINE_SPLIT.split(text) if line]
 
 
 def line_hash(line: str) -> int:
@@ -292,11 +285,6 @@ class CorpusIndex:
             lo, hi = lo + int(column.searchsorted(key(r), "left")), lo + int(column.searchsorted(key(r), "right"))
         return lo, hi
 
-    def occurs(self, s: str) -> int | None:
-        """A corpus position where s occurs, or None."""
-        lo, hi = self._range(s)
-        return int(self.sa[lo]) if hi > lo else None
-
     def poem_at(self, position: int) -> int:
         """The number of the poem holding a text position."""
         return int(np.searchsorted(self.starts, position, side="right")) - 1
@@ -364,7 +352,7 @@ def copy_report(text: str, lines: LineIndex | None, corpus: CorpusIndex | None, 
     query = _shown(text_script, corpus.script)(text)
     span, span_poem = corpus.longest_span(query)
     nearest, similarity = corpus.nearest(query)
-    report.update(longest_span=_shown(corpus.script, script)(span), longest_span_chars=len(LINE_SPLIT.sub("", span)),
+    report.update(longest_span=_shown(corpus.script, script)(span), longest_span_chars=len("".join(split_lines(span))),
                   span_poem=corpus.poem_ref(span_poem, script), nearest=corpus.poem_ref(nearest, script),
                   similarity=similarity)
     return report

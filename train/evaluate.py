@@ -18,7 +18,7 @@ discount 0.75, order --kn-order, train/kn_baseline.py) fitted on the training sp
 a user could pick instead.
 
 Sample metrics, per mode, over --samples poems written by Poet.generate with its default sampling
-settings (temperature 0.8, top-k 50, top-p 0.95; rhyme and tone masks on for the forms). Modes:
+settings (GenerationConfig's defaults; rhyme and tone masks on for the forms). Modes:
 free (free verse, no prompt), 五绝, 七绝, 五律, 七律, and acrostic (free verse, or --acrostic-form, with
 4 head characters drawn with a fixed seed from the 200 most frequent characters of the training
 split). The copy guard (avoid_copies) is OFF unless --avoid-copies, so that the copy metrics measure
@@ -70,20 +70,23 @@ import numpy as np
 import torch
 
 from poetry_model.data import DatasetError, PoemDataset, load_npz, split_indices
+from poetry_model.generation.config import MAX_CANDIDATES, GenerationConfig
 from poetry_model.novelty import LineIndex, hash_lines, line_hash
-from poetry_model.novelty import split_lines as copy_lines
 from poetry_model.prosody import FORMS, analyze, shape_form
-from poetry_model.prosody import split_lines as han_lines
+from poetry_model.text import LOST_CHAR, han_lines
+from poetry_model.text import split_lines as copy_lines
 from train.kn_baseline import DISCOUNT, ORDER, fit_and_score
 from train.train import Batches, TrainConfig, evaluate
 
 MODES = ("free", *FORMS, "acrostic")
 ACROSTIC_HEADS, HEAD_POOL, ACROSTIC_BATCH = 4, 200, 10
-MAX_BATCH = 64  # Poet.generate's MAX_CANDIDATES
+MAX_BATCH = MAX_CANDIDATES  # candidates of one Poet.generate call
 SHARE_KEYS = ("form_exact", "rhyme_rate", "tone_conformity", "copied_line_share", "whole_poem_copy_rate",
               "distinct_1", "distinct_2", "repetition_rate")
 SAMPLE_KEYS = ("samples", *SHARE_KEYS, "tone_score_mean", "tone_checked_poems", "whole_poem_copies",
                "mean_length", "mean_lines", "duplicates_merged", "copies_avoided", "seconds")
+GENERATION_KEYS = ("temperature", "top_k", "top_p", "repetition_penalty", "rhyme", "tones", "rhyme_strength",
+                   "tone_strength")
 LM_KEYS = ("cross_entropy", "bits_per_char", "perplexity", "tokens", "poems")
 
 
@@ -246,7 +249,7 @@ def frequent_heads(ds: PoemDataset, train_idx: np.ndarray, pool: int = HEAD_POOL
     order = np.argsort(-counts, kind="stable")
     heads = [ds.vocab.tokens[i] for i in order
              if counts[i] and len(ds.vocab.tokens[i]) == 1 and unicodedata.category(ds.vocab.tokens[i]) == "Lo"
-             and ds.vocab.tokens[i] != "□"]
+             and ds.vocab.tokens[i] != LOST_CHAR]
     return heads[:pool]
 
 
@@ -452,8 +455,8 @@ def run(args: argparse.Namespace) -> dict:
                  "val_poems": int(len(val_idx)), "limit_poems": args.limit_poems},
         "settings": {"samples": args.samples, "seed": args.seed, "batch_size": args.batch_size,
                      "avoid_copies": args.avoid_copies, "device": str(device),
-                     "generation": "Poet.generate defaults: temperature 0.8, top_k 50, top_p 0.95, "
-                                   "repetition_penalty 1.0, rhyme and tone masks on (strength 1)",
+                     "generation": "Poet.generate defaults: " + ", ".join(
+                         f"{k} {GenerationConfig.default(k)}" for k in GENERATION_KEYS),
                      "acrostic_form": args.acrostic_form,
                      "acrostic_heads": f"{ACROSTIC_HEADS} distinct characters from the {len(head_pool)} most "
                                        "frequent of the training split"},

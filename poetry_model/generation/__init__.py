@@ -13,54 +13,37 @@ and continuous batching of many requests), `poet` (Poet, Poem, scoring, `load`),
 """
 from __future__ import annotations
 
-from ..prosody import FORMS as FORM_LINES
-from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation
-from .batcher import Batcher
-from .config import (
-                     DEFAULT_MAX_LENGTH,
-                     FORM_ALIASES,
-                     FORMS,
-                     MAX_ACROSTIC,
-                     MAX_CANDIDATES,
-                     MAX_LENGTH,
-                     MAX_PROMPT,
-                     MAX_REPETITION_PENALTY,
-                     MAX_STYLE,
-                     MAX_TEMPERATURE,
-                     GenerationConfig,
-                     Settings,
-                     clean_acrostic,
-                     validate,
-)
-from .constraints import (
-                     COPY_RETRIES,
-                     MAX_FREE_LINE,
-                     MIN_FREE_LINES,
-                     Acrostic,
-                     Constraint,
-                     CopyGuard,
-                     FreeState,
-                     LineState,
-                     MaskVectors,
-                     NoRepeatPairs,
-                     Repetition,
-                     Rhyme,
-                     Structure,
-                     TokenClasses,
-                     Tone,
-                     build_constraints,
-)
-from .engine import Decoder, Engine, Row
-from .poet import DEFAULT_CORPUS, DEFAULT_MODEL, Poem, Poet, load, pick_device, score_parts, torch_threads
-from .sampling import sample
-from .stepper import Stepper
+from importlib import import_module
 
-__all__ = [
-    "Acrostic", "Batcher", "COPY_RETRIES", "Constraint", "CopyGuard", "DEFAULT_CORPUS", "DEFAULT_MAX_LENGTH",
-    "DEFAULT_MODEL", "Decoder", "Engine", "FORMS", "FORM_ALIASES", "FORM_LINES", "FreeState", "GenerationConfig",
-    "LINE_ENDS", "LineState", "MAX_ACROSTIC", "MAX_CANDIDATES", "MAX_FREE_LINE", "MAX_LENGTH", "MAX_PROMPT",
-    "MAX_REPETITION_PENALTY", "MAX_STYLE", "MAX_TEMPERATURE", "MIN_FREE_LINES", "MaskVectors", "NoRepeatPairs",
-    "Poem", "Poet", "Repetition", "Rhyme", "Row", "SENTENCE_ENDS", "Settings", "Stepper", "Structure",
-    "TokenClasses", "Tone", "build_constraints", "clean_acrostic", "load", "pick_device", "sample", "score_parts",
-    "split_with_punctuation", "torch_threads", "validate",
-]
+# Imported on first use (PEP 562), so that `poetry_model.generation.config` loads without torch.
+_HOMES = {
+    "batcher": ("Batcher",),
+    "config": ("DEFAULT_MAX_LENGTH", "FORM_ALIASES", "FORMS", "MAX_ACROSTIC", "MAX_CANDIDATES", "MAX_LENGTH",
+               "MAX_PROMPT", "MAX_REPETITION_PENALTY", "MAX_STYLE", "MAX_TEMPERATURE", "GenerationConfig", "Settings",
+               "clean_acrostic", "validate"),
+    "constraints": ("COPY_RETRIES", "MAX_FREE_LINE", "MIN_FREE_LINES", "Acrostic", "Constraint", "CopyGuard",
+                    "FreeState", "LineState", "MaskVectors", "NoRepeatPairs", "Repetition", "Rhyme", "Structure",
+                    "TokenClasses", "Tone", "build_constraints"),
+    "engine": ("Decoder", "Engine", "Row"),
+    "poet": ("DEFAULT_CORPUS", "DEFAULT_MODEL", "Poem", "Poet", "load", "pick_device", "score_parts", "torch_threads"),
+    "sampling": ("sample",),
+    "stepper": ("Stepper",),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+_ELSEWHERE = {"FORM_LINES": ("..prosody", "FORMS"), "LINE_ENDS": ("..text", "LINE_ENDS"),
+              "SENTENCE_ENDS": ("..text", "SENTENCE_ENDS"), "split_with_punctuation": ("..text", "split_with_punctuation")}
+
+__all__ = sorted([*_WHERE, *_ELSEWHERE])
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    if name in _ELSEWHERE:
+        module, attr = _ELSEWHERE[name]
+        return getattr(import_module(module, __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
