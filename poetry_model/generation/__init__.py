@@ -27,7 +27,7 @@ _HOMES = {
     "engine": ("Decoder", "Engine", "Row"),
     "poet": ("DEFAULT_CORPUS", "DEFAULT_MODEL", "Poem", "Poet", "load", "pick_device", "score_parts", "torch_threads"),
     "sampling": ("sample",),
-    "stepper": ("Stepper",),
+    "stepper": ("ROW_BLOCK", "Stepper", "rows_agree"),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 _ELSEWHERE = {"FORM_LINES": ("..prosody", "FORMS"), "LINE_ENDS": ("..text", "LINE_ENDS"),
