@@ -539,7 +539,10 @@ def weights_digest(model: torch.nn.Module) -> str:
 def main(argv: list[str] | None = None) -> None:
     cfg, resume = parse_args(argv)
     summary = train(cfg, resume)
-    print(json.dumps(summary), flush=True)  # every rank: lets anyone compare weights across ranks
+    # Every rank: lets anyone compare weights across ranks. One write per line: print() writes the text and
+    # the newline separately, so two ranks sharing a pipe could splice their lines together.
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
     if summary["stopped"] == "nan":
         sys.exit(1)
 

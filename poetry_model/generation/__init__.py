@@ -25,9 +25,9 @@ _HOMES = {
                     "FreeState", "LineState", "MaskVectors", "NoRepeatPairs", "Repetition", "Rhyme", "Structure",
                     "TokenClasses", "Tone", "build_constraints"),
     "engine": ("Decoder", "Engine", "Row"),
-    "poet": ("DEFAULT_CORPUS", "DEFAULT_MODEL", "Poem", "Poet", "load", "pick_device", "score_parts", "torch_threads"),
+    "poet": ("DEFAULT_CORPUS", "DEFAULT_MODEL", "MODEL_CORPUS", "Poem", "Poet", "load", "pick_device", "score_parts", "torch_threads"),
     "sampling": ("sample",),
-    "stepper": ("ROW_BLOCK", "Stepper", "rows_agree"),
+    "stepper": ("Stepper",),
 }
 _WHERE = {name: module for module, names in _HOMES.items() for name in names}
 _ELSEWHERE = {"FORM_LINES": ("..prosody", "FORMS"), "LINE_ENDS": ("..text", "LINE_ENDS"),

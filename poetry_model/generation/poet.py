@@ -41,6 +41,7 @@ Score (higher is better), each part returned in `score_parts`:
 from __future__ import annotations
 
 import threading
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -50,7 +51,7 @@ from typing import Any
 import torch
 
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import CorpusIndex, LineIndex, copy_report, find_line_index
+from ..novelty import CorpusIndex, LineIndex, copy_report, find_corpus, find_line_index
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
 from .config import GenerationConfig, Settings, validate
@@ -60,6 +61,7 @@ from .stepper import Stepper
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "tang-lstm"
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
+MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
 
@@ -160,6 +162,7 @@ class Poet:
         self.lines, self.corpus_path = lines, Path(corpus) if corpus else None
         self.threads = threads
         self._corpus: CorpusIndex | None | bool = False  # False: not loaded yet
+        self._corpus_lock = threading.Lock()  # building takes seconds: other lazy parts must not wait on it
         self._form_masks = None
         self._lazy = threading.RLock()  # the lazy indexes may be first asked for from several threads
         self.token_classes = TokenClasses(self.vocab.tokens)
@@ -175,10 +178,19 @@ class Poet:
     def corpus_index(self) -> CorpusIndex | None:
         """The full copy index of the corpus file, or None without one (built and cached on first use)."""
         if self._corpus is False:
-            with self._lazy:
+            with self._corpus_lock:
                 if self._corpus is False:
-                    self._corpus = CorpusIndex.for_npz(self.corpus_path) if self.corpus_path else None
+                    self._corpus = self._read_corpus()
         return self._corpus
+
+    def _read_corpus(self) -> CorpusIndex | None:
+        if self.corpus_path is None:
+            return None
+        try:
+            return CorpusIndex.for_file(self.corpus_path)
+        except ValueError as error:  # a damaged optional file costs the full report, not the service
+            warnings.warn(f"copy report without the nearest corpus poem: {error}", stacklevel=2)
+            return None
 
     def line_index(self) -> LineIndex | None:
         """Corpus-line hashes: the model folder's, else derived from the corpus index."""
@@ -313,10 +325,12 @@ class Poet:
 
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
-         corpus: str | Path | None = DEFAULT_CORPUS) -> Poet:
+         corpus: str | Path | None = MODEL_CORPUS) -> Poet:
     """A ready Poet from a model folder or Hub repo id (default: the shipped checkpoint).
 
-    The folder's `corpus_lines.npy` feeds `avoid_copies`; `corpus` (a tang.npz) the full copy report."""
+    The folder's `corpus_lines.npy` feeds `avoid_copies`. The full copy report (nearest corpus poem,
+    longest shared span) reads `corpus`: by default the folder's own `corpus.npz`, else data/tang.npz
+    if built; a path names a `corpus.npz` or tang.npz; None turns it off."""
     if path_or_repo_id is None:
         if not (DEFAULT_MODEL / "config.json").is_file():
             raise ModelLoadError(f"no default model at {DEFAULT_MODEL}; train one with "
@@ -325,4 +339,6 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
         path_or_repo_id = DEFAULT_MODEL
     dev = pick_device(device)
     model = PoetryLSTM.from_pretrained(path_or_repo_id, map_location=str(dev))
+    if corpus == MODEL_CORPUS:
+        corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus)

@@ -9,55 +9,21 @@ from torch import nn
 
 from ..model import PoetryLSTM
 
-ROW_BLOCK = 4  # BLAS rounds a row the same in every batch whose row count is a multiple of this (see _mm)
 
+def _mm(bias: torch.Tensor | None, x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """bias + x @ weight_t, each row multiplied on its own, so that its result is the same in any batch.
 
-def _mm(bias: torch.Tensor | None, x: torch.Tensor, weight_t: torch.Tensor, tile: bool = False) -> torch.Tensor:
-    """bias + x @ weight_t, computed so that each row's result is the same in any batch.
-
-    MKL picks its sgemm kernels by the number of rows M: fewer than 4 rows, and the last M % 4
-    rows of a larger batch, go to small kernels that round differently from the 4-row blocks
-    (seen on every instruction set it dispatches to: AVX-512, AVX2, SSE4.2, at 1 or 2 threads).
-    So rows are padded with zero rows to a multiple of ROW_BLOCK, and every row of any batch, at
-    any position, gets the block kernel's bits: a request decodes to the same poem alone or
-    batched with others. Where a BLAS is found to round differently across such batches too
-    (`rows_agree`), `tile` makes every call exactly ROW_BLOCK rows, the same shape always, at the
-    price of reading the weights once per tile."""
-    rows = x.shape[0]
+    BLAS picks its kernel by the number of rows M, and kernels round differently: in MKL, on every
+    instruction set it dispatches to (AVX-512, AVX2, SSE4.2), M = 1 takes a matrix-vector kernel,
+    M = 2-3 and the last M % 4 rows of a larger batch small kernels whose bits depend on the row's
+    position, the rest 4-row blocks. Multiplying every row alone gives it the same call, shape and
+    kernel whatever else is decoded, on any BLAS: a request decodes to the same poem alone or
+    batched with others. It is also the cheapest shape for one row, the common case (a 4-row
+    block costs 3-4x a single row here); a batch of 16 pays about 1.6x a single 16-row product."""
+    if x.shape[0] == 1:
+        return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
     per_row = bias is not None and bias.dim() == 2  # the first layer's bias is a looked-up row per token
-    if tile and rows > ROW_BLOCK:
-        return torch.cat([_mm(bias[i:i + ROW_BLOCK] if per_row else bias, x[i:i + ROW_BLOCK], weight_t)
-                          for i in range(0, rows, ROW_BLOCK)])
-    if rows % ROW_BLOCK:
-        x = _pad_rows(x)
-        bias = _pad_rows(bias) if per_row else bias
-    out = torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
-    return out[:rows]
-
-
-def _pad_rows(t: torch.Tensor) -> torch.Tensor:
-    """`t` with zero rows appended up to the next multiple of ROW_BLOCK."""
-    return torch.cat([t, t.new_zeros(-t.shape[0] % ROW_BLOCK, t.shape[1])])
-
-
-def rows_agree(weight_t: torch.Tensor, sizes: tuple[int, ...] = (ROW_BLOCK, 8, 16, 64)) -> bool:
-    """Whether this BLAS gives a row the same bits in every batch of a multiple of ROW_BLOCK rows.
-
-    The kernels' order of operations depends on shapes, never on values, so one random row
-    placed first and last in batches of several sizes settles it for this weight's shape."""
-    gen = torch.Generator().manual_seed(0)
-    probe = torch.randn(weight_t.shape[0], generator=gen)
-    want = None
-    for size in sizes:
-        batch = torch.randn(size, weight_t.shape[0], generator=gen)
-        for position in (0, size - 1):
-            batch[position] = probe
-            got = torch.mm(batch, weight_t)[position]
-            if want is None:
-                want = got
-            elif not torch.equal(got, want):
-                return False
-    return True
+    return torch.cat([_mm(bias[i:i + 1] if per_row else bias, x[i:i + 1], weight_t) for i in range(x.shape[0])])
 
 
 def _lstm_gates(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,10 +97,6 @@ class Stepper:
             self.adaptive = (head.shortlist_size, head.n_classes,
                              [(lo, hi, f32(t[0].weight).t().contiguous(), f32(t[1].weight).t().contiguous())
                               for (lo, hi), t in zip(bounds, head.tail)])
-        weights_t = [self.w_hh0, *(w for _, w in self.upper), self.head_w]
-        weights_t += ([self.proj] if self.proj is not None else []) + \
-            [w for tail in (self.adaptive[2] if self.adaptive else []) for w in tail[2:]]
-        self.tile = not all(rows_agree(w) for w in weights_t)  # see _mm: fixed-shape tiles only where needed
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -162,22 +124,22 @@ class Stepper:
     def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """Features (B, D) after feeding one token per row, and the new state."""
         (h, c), new = state[0], []
-        h, c = _lstm_gates(_mm(self.table.index_select(0, tokens), h, self.w_hh0, self.tile), c)
+        h, c = _lstm_gates(_mm(self.table.index_select(0, tokens), h, self.w_hh0), c)
         new.append((h, c))
         for (bias, w), (h_k, c_k) in zip(self.upper, state[1:]):
-            h, c = _lstm_gates(_mm(bias, torch.cat([h, h_k], 1), w, self.tile), c_k)
+            h, c = _lstm_gates(_mm(bias, torch.cat([h, h_k], 1), w), c_k)
             new.append((h, c))
-        return (h if self.proj is None else _mm(None, h, self.proj, self.tile)), new
+        return (h if self.proj is None else _mm(None, h, self.proj)), new
 
     def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities (B, V) for features (B, D)."""
-        head = torch.log_softmax(_mm(self.head_b, feats, self.head_w, self.tile), -1)
+        head = torch.log_softmax(_mm(self.head_b, feats, self.head_w), -1)
         if self.adaptive is None:
             return head
         shortlist, n_classes, tails = self.adaptive
         out = feats.new_empty((feats.shape[0], n_classes))
         out[:, :shortlist] = head[:, :shortlist]
         for i, (lo, hi, w1, w2) in enumerate(tails):
-            cluster = torch.log_softmax(_mm(None, _mm(None, feats, w1, self.tile), w2, self.tile), -1)
+            cluster = torch.log_softmax(_mm(None, _mm(None, feats, w1), w2), -1)
             torch.add(cluster, head[:, shortlist + i:shortlist + i + 1], out=out[:, lo:hi])
         return out
