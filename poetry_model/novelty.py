@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import PoemDataset, load_npz
+from .files import atomic_path
 from .text import split_lines
 from .vocab import to_script
 
@@ -81,9 +82,8 @@ def dataset_texts(dataset: PoemDataset) -> list[str]:
 def write_line_hashes(dataset: PoemDataset, model_dir: str | Path) -> Path:
     """Write `corpus_lines.npy` (hashes of every corpus line) into a model folder; returns its path."""
     path = Path(model_dir) / LINE_HASH_FILE
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, hash_lines(dataset_texts(dataset)), allow_pickle=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, hash_lines(dataset_texts(dataset)), allow_pickle=False)
     return path
 
 
@@ -95,9 +95,8 @@ def write_corpus(dataset: PoemDataset, model_dir: str | Path) -> Path:
               for name, values in (("texts", texts), ("titles", dataset.titles if dataset.titles is not None else empty),
                                    ("authors", dataset.authors if dataset.authors is not None else empty))}
     path = Path(model_dir) / CORPUS_FILE
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, version=np.int64(CORPUS_VERSION), script=np.array(dataset.vocab.script), **packed)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, version=np.int64(CORPUS_VERSION), script=np.array(dataset.vocab.script), **packed)
     return path
 
 
@@ -231,13 +230,11 @@ class CorpusIndex:
 
     def save(self, path: str | Path, stamp: np.ndarray) -> None:
         """Write the index uncompressed (so it loads fast), atomically; `stamp` identifies the source file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
         codes = np.frombuffer(self.text.encode("utf-32-le"), dtype=np.uint32)
-        np.savez(tmp, version=np.int64(INDEX_VERSION), stamp=stamp, codes=codes, sa=self.sa, starts=self.starts,
-                 titles=_pack(self.titles), authors=_pack(self.authors), script=np.array(self.script),
-                 line_hashes=self.line_hashes, sa_poem=self.sa_poem)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, version=np.int64(INDEX_VERSION), stamp=stamp, codes=codes, sa=self.sa, starts=self.starts,
+                     titles=_pack(self.titles), authors=_pack(self.authors), script=np.array(self.script),
+                     line_hashes=self.line_hashes, sa_poem=self.sa_poem)
 
     @classmethod
     def load(cls, path: str | Path, stamp: np.ndarray | None = None) -> "CorpusIndex | None":

@@ -31,7 +31,7 @@ def test_export_refuses_data_with_another_vocabulary(tiny_model_dir, small_npz, 
 
 
 def test_export_keeps_the_runs_summary_without_machine_paths(small_npz, tmp_path):
-    from train.evaluate import TRAINING_FILE, training_info
+    from train.run_info import TRAINING_FILE, training_info
     from train.train import parse_args, train
 
     cfg, _ = parse_args(["--data", str(small_npz), "--out", str(tmp_path / "run"), "--embedding-dim", "32",

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import unicodedata
@@ -70,12 +69,14 @@ import numpy as np
 import torch
 
 from poetry_model.data import DatasetError, PoemDataset, load_npz, split_indices
+from poetry_model.files import atomic_path, write_text_atomic
 from poetry_model.generation.config import MAX_CANDIDATES, GenerationConfig
 from poetry_model.novelty import LineIndex, hash_lines, line_hash
 from poetry_model.prosody import FORMS, analyze, shape_form
 from poetry_model.text import LOST_CHAR, han_lines
 from poetry_model.text import split_lines as copy_lines
 from train.kn_baseline import DISCOUNT, ORDER, fit_and_score
+from train.run_info import training_info
 from train.train import Batches, TrainConfig, evaluate
 
 MODES = ("free", *FORMS, "acrostic")
@@ -118,43 +119,6 @@ def load_poet(source: str, ds: PoemDataset, device: torch.device):
                          f"{len(ds.vocab)} tokens); evaluate it on the data it was trained on")
     return poet
 
-
-TRAINING_FILE = "training.json"  # the run's summary, kept by train/export.py in a shipped folder
-
-
-def training_info(source: str) -> dict:
-    """What the run that wrote a model folder says about itself: its exported summary, else the
-    trainer_state.json here or in ../last (recipe, compute seconds, epochs, best epoch)."""
-    folder = Path(source)
-    try:
-        return json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        pass
-    for state_file in (folder / "trainer_state.json", folder.parent / "last" / "trainer_state.json"):
-        if state_file.is_file():
-            try:
-                state = json.loads(state_file.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            cfg = state.get("config", {})
-            info = {"recipe": cfg.get("recipe"), "train_seconds": state.get("train_seconds"),
-                    "time_budget": cfg.get("time_budget"), "epochs": state.get("epoch"),
-                    "steps": state.get("global_step"), "best_val": state.get("best_val")}
-            return {**info, **_best_record(state_file.parent.parent / "metrics.jsonl")}
-    return {}
-
-
-def _best_record(path: Path) -> dict:
-    """Epoch and training seconds at which the run's best checkpoint was saved (its metrics.jsonl)."""
-    try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
-        return {}
-    best = [r for r in rows if r.get("best")]
-    return {"best_epoch": best[-1].get("epoch"), "best_train_seconds": best[-1].get("wall_s")} if best else {}
-
-
-# --- language-model metrics --------------------------------------------------------------------
 
 def lm_metrics(model, ds: PoemDataset, val_idx: np.ndarray, device: torch.device, batch_size: int = 128) -> dict:
     """Validation cross-entropy exactly as the trainer computes it (its Batches and evaluate, fp32)."""
@@ -462,19 +426,18 @@ def run(args: argparse.Namespace) -> dict:
                                        "frequent of the training split"},
         "models": {},
     }
-    with open(out / "samples.jsonl.tmp", "w", encoding="utf-8") as sample_file:
+    with atomic_path(out / "samples.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as sample_file:
         for key, source in (("model", args.model), ("baseline", args.baseline)):
             if source:
                 results["models"][key] = evaluate_model(source, ds, train_idx, val_idx, args, device, copies,
                                                         head_pool, sample_file)
-    (out / "samples.jsonl.tmp").replace(out / "samples.jsonl")
     print(f"{args.kn_order}-gram Kneser-Ney on {len(train_idx)} training poems ...", file=sys.stderr, flush=True)
     results["kn"] = fit_and_score(ds, train_idx, val_idx, order=args.kn_order, discount=DISCOUNT)
     results["reference"] = reference_metrics(ds, val_idx, args.samples, args.seed, copies)
     results["seconds"] = round(time.perf_counter() - started, 1)
     tables = markdown_tables(results)
-    _write_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
-    _write_atomic(out / "results.md", tables)
+    write_text_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
+    write_text_atomic(out / "results.md", tables)
     print(tables, flush=True)
     if args.write_card or args.push_to_hub:
         model_dir = local_model_dir(args.model, out)
@@ -487,12 +450,6 @@ def run(args: argparse.Namespace) -> dict:
         print(f"pushed: {push_folder(model_dir, args.push_to_hub, commit_message='Evaluation results and model card')}")
     print(f"results: {out / 'results.json'}, {out / 'results.md'} ({results['seconds']:.0f} s)")
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -6,8 +6,9 @@ Weights are stored as float16 (half the size; `from_pretrained` casts them back 
 the logits move by about 1e-3), `corpus_lines.npy` holds the hashes of every corpus line so the copy
 guard works where the corpus is absent, `corpus.npz` the corpus itself, compressed (about 4 MB), so
 the copy report names the nearest corpus poem on any machine, `training.json` keeps the run's summary (recipe, compute
-time, epochs) for the evaluation and the model card, and the card is kept. The output folder is
-replaced atomically.
+time, epochs) for the evaluation and the model card, and the card is kept. The new folder is written
+beside the output and checked to load before it takes the output's place (`replace_dir`: at every
+moment the output or its `.old` copy is a complete folder).
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import torch
 from safetensors.torch import save_file
 
 from poetry_model.data import load_npz
+from poetry_model.files import replace_dir, temporary_name
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
 from poetry_model.novelty import write_corpus, write_line_hashes
-from train.evaluate import TRAINING_FILE, training_info
+from train.run_info import TRAINING_FILE, training_info
 
 
 def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -31,7 +33,7 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     dataset = load_npz(data)
     if dataset.vocab.tokens != model.vocab.tokens:
         raise SystemExit(f"error: {data} has another vocabulary than {model_dir}; export with the training data")
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = temporary_name(out)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("*.tmp*"))
     state = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}
@@ -43,11 +45,8 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     summary = training_info(str(model_dir))
     if summary:
         (tmp / TRAINING_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    PoetryLSTM.from_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    PoetryLSTM.from_pretrained(tmp)  # the new folder loads before it replaces the old one
+    return replace_dir(tmp, out)
 
 
 def main(argv: list[str] | None = None) -> None:
