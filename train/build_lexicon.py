@@ -253,7 +253,7 @@ def meter_votes(corpus: list[str], trad: Table, guesses: dict[str, str]) -> Coun
     Only poems of regulated shape that fit a template with at most ACCEPT_MAX_ISSUES faults vote."""
     votes: Counter[tuple[str, str]] = Counter()
     for text in corpus:
-        lines = prosody.split_lines(text)
+        lines = prosody.han_lines(text)
         if prosody.shape_form(lines) is None:
             continue
         tones = [[level_tones(trad[c]) if c in trad else frozenset(guesses.get(c, "")) for c in line]
@@ -323,7 +323,7 @@ def build(corpus_root: Path) -> tuple[dict, dict]:
     for c, groups in guangyun.items():
         trad.setdefault(c, groups)
     corpus = ["".join(p) for p, _ in iter_corpus(corpus_root)]
-    freq = Counter(c for text in corpus for line in prosody.split_lines(text) for c in line)
+    freq = Counter(c for text in corpus for line in prosody.han_lines(text) for c in line)
     bridged = bridge(trad, set(freq))
     guesses = mandarin_guesses({c for c in freq if c not in trad and c != NOT_A_CHAR})
     votes = meter_votes(corpus, trad, guesses)

@@ -18,7 +18,7 @@ from importlib import import_module
 # Imported on first use (PEP 562), so that `poetry_model.generation.config` loads without torch.
 _HOMES = {
     "batcher": ("Batcher",),
-    "config": ("DEFAULT_MAX_LENGTH", "FORM_ALIASES", "FORMS", "MAX_ACROSTIC", "MAX_CANDIDATES", "MAX_LENGTH",
+    "config": ("DEFAULT_MAX_LENGTH", "FORM_ALIASES", "REQUEST_FORMS", "MAX_ACROSTIC", "MAX_CANDIDATES", "MAX_LENGTH",
                "MAX_PROMPT", "MAX_REPETITION_PENALTY", "MAX_STYLE", "MAX_TEMPERATURE", "GenerationConfig", "Settings",
                "clean_acrostic", "validate"),
     "constraints": ("COPY_RETRIES", "MAX_FREE_LINE", "MIN_FREE_LINES", "Acrostic", "Constraint", "CopyGuard",

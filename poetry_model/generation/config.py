@@ -19,7 +19,7 @@ import numpy as np
 from ..prosody import FORMS as FORM_LINES  # form -> (lines, characters per line)
 from ..text import ASCII_PUNCTUATION, LINE_ENDS, SCRIPTS, script_of
 
-FORMS = ("free", *FORM_LINES, "五言", "七言")
+REQUEST_FORMS = ("free", *FORM_LINES, "五言", "七言")
 FORM_ALIASES = {"自由": "free", "五絕": "五绝", "七絕": "七绝", "wujue": "五绝", "qijue": "七绝", "wulv": "五律",
                 "qilv": "七律", "wuyan": "五言", "qiyan": "七言"}
 OUTPUT_SCRIPTS = ("auto", *SCRIPTS)
@@ -45,7 +45,7 @@ class GenerationConfig:
     acrostic: str = option("", "藏头: one head character per line (punctuation and spaces ignored)",
                            limit=MAX_ACROSTIC)
     form: str = option("free", "free, 五绝, 七绝, 五律, 七律, or 五言/七言 (绝句 or 律诗 by the acrostic's length)",
-                       choices=FORMS)
+                       choices=REQUEST_FORMS)
     rhyme: bool = option(True, "the form's rhyme constraint", flags=("--no-rhyme",))
     tones: bool = option(True, "the form's tone (平仄) constraint", flags=("--no-tones",))
     rhyme_strength: float = option(1.0, "0..1: 1 = hard mask, s < 1 multiplies off-rhyme probabilities by 1 - s, "
@@ -190,8 +190,8 @@ def clean_acrostic(text: str) -> str:
 def _resolve_form(form: Any, heads: int) -> tuple[str, int | None]:
     """Form name and fixed line count; 五言/七言 take 绝句 or 律诗 from the acrostic length."""
     name = FORM_ALIASES.get(form, form) if isinstance(form, str) else form
-    if name not in FORMS:
-        raise _fail("form", form, f"one of {', '.join(FORMS)}")
+    if name not in REQUEST_FORMS:
+        raise _fail("form", form, f"one of {', '.join(REQUEST_FORMS)}")
     if name in ("五言", "七言"):
         kind = {0: "绝", 4: "绝", 8: "律"}.get(heads)
         if kind is None:

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from ..text import COUPLET_ENDS, LOST_CHAR
+from ..text import COUPLET_ENDS, LOST_CHAR, han_lines
 from .masks import FormMasks, FormState, StepMasks
 from .readings import (
     EOP,
@@ -49,7 +49,6 @@ from .rules import (
     fit_template,
     form_template_lines,
     shape_form,
-    split_lines,
     strict_positions,
     template_lines,
     templates,
@@ -59,7 +58,7 @@ __all__ = ["EOP", "FORM_NAMES", "FORMS", "HAN_RE", "LEXICON_FORMAT", "LEXICON_PA
            "PING", "TEMPLATE_NAMES", "WIDE_GROUPS", "ZE", "CharNote", "Entry", "FormMasks", "FormState", "Lexicon",
            "LineCheck", "PoemReport", "RhymeCheck", "StepMasks", "ToneFit", "analyze", "best_template", "char_rhyme_groups",
            "char_tones", "check_line", "check_rhyme", "detect_form", "fit_template", "form_template_lines",
-           "format_report", "lexicon", "main", "shape_form", "split_lines", "strict_positions", "template_lines",
+           "format_report", "han_lines", "lexicon", "main", "shape_form", "strict_positions", "template_lines",
            "templates"]
 
 
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="polyphones take their dominant Tang reading")
     args = parser.parse_args(argv)
     text = "".join(args.poem) or sys.stdin.read()
-    if not split_lines(text):
+    if not han_lines(text):
         parser.error("no Chinese characters in the input")
     report = analyze(text, strict=args.strict)
     print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else format_report(report))

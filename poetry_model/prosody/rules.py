@@ -13,9 +13,6 @@ from .readings import FORM_NAMES, FORMS, NEIGHBOUR_CLUSTERS, PING, TEMPLATE_NAME
 # Lines, forms and templates
 
 
-split_lines = han_lines  # the lines of a poem: runs of Han characters, editorial notes dropped
-
-
 def shape_form(lines: list[str]) -> str | None:
     """五绝/七绝/五律/七律/五排/七排 from the shape alone (uniform lines of 5 or 7), else None."""
     lengths = {len(line) for line in lines}
@@ -39,7 +36,7 @@ def _form(lines: list[str], tones: list[list[frozenset[str]]]) -> str:
 
 def detect_form(lines: list[str]) -> str:
     """One of FORM_NAMES for a poem given as its lines (punctuation, if any, is ignored)."""
-    lines = ["".join(split_lines(line)) for line in lines]
+    lines = ["".join(han_lines(line)) for line in lines]
     lex = lexicon()
     script = lex.script_of("".join(lines))
     return _form(lines, [[_tones_of(lex.entry(c, script), False) for c in line] for line in lines])
@@ -327,7 +324,7 @@ def analyze(text: str, strict: bool = False) -> PoemReport:
     """Form, rhyme and tone report of a poem in either script; strict = polyphones take their Tang reading."""
     lex = lexicon()
     script = lex.script_of(text)
-    lines = split_lines(text)
+    lines = han_lines(text)
     entries = [[lex.entry(c, script) for c in line] for line in lines]
     lenient = [[_tones_of(e, False) for e in row] for row in entries]  # a rhyme reads a polyphone 平
     tones = [[_tones_of(e, True) for e in row] for row in entries] if strict else lenient
