@@ -14,7 +14,7 @@ computed by the trainer's own `evaluate` over its `Batches`: every real target t
   bits_per_char   cross_entropy / ln 2
   perplexity      exp(cross_entropy)
 The same number for a character n-gram model with interpolated Kneser-Ney smoothing (absolute
-discount 0.75, order --kn-order, train/kn_baseline.py) fitted on the training split: the cheap model
+discount 0.75, order --kn-order, train/kneser_ney.py) fitted on the training split: the cheap model
 a user could pick instead.
 
 Sample metrics, per mode, over --samples poems written by Poet.generate with its default sampling
@@ -75,7 +75,7 @@ from poetry_model.novelty import LineIndex, hash_lines, line_hash
 from poetry_model.prosody import FORMS, analyze, shape_form
 from poetry_model.text import LOST_CHAR, han_lines
 from poetry_model.text import split_lines as copy_lines
-from train.kn_baseline import DISCOUNT, ORDER, fit_and_score
+from train.kneser_ney import DISCOUNT, ORDER, fit_and_score
 from train.run_info import training_info
 from train.train import Batches, TrainConfig, evaluate
 
