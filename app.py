@@ -41,14 +41,14 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 FORM_CHOICES = ["自由", "五绝", "七绝", "五律", "七律"]
 SCRIPT_CHOICES = [("自动 auto", "auto"), ("简体 simplified", "simplified"), ("繁體 traditional", "traditional")]
 # Limits of this app (a free 2-vCPU Space); the library checks everything else.
-MAX_CANDIDATES = 8
-MAX_TEMPERATURE = 2.0
+APP_MAX_CANDIDATES = 8
+APP_MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 500
 MAX_SEED = 2**53 - 1          # exact in the browser's numbers, so a shown seed always reproduces
 MAX_TEXT = 1000               # characters; a cheap guard before the library's own limits
 CONCURRENCY = 32              # requests generated at once: decoded together, one batched model step per token
 QUEUE_SIZE = 128
-MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x MAX_CANDIDATES); more requests wait
+MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x APP_MAX_CANDIDATES); more requests wait
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def start_generator(args: argparse.Namespace):
     concurrency = max(1, args.concurrency)
     return PoetWorker(args.model if args.model is not None else DEFAULT_MODEL_DIR, device=args.device,
                       corpus=args.corpus, threads=max(1, args.threads),
-                      max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+                      max_rows=max(MAX_ROWS, concurrency * APP_MAX_CANDIDATES))
 
 
 def wait_for_generator(worker, model: str | None):
@@ -133,6 +133,17 @@ EXAMPLES = [  # prompt, acrostic, form, style, seed
 ]
 
 
+# The API page: each parameter's help is the library's (GenerationConfig), with this app's conventions.
+APP_CONVENTIONS = {"form": "自由 (free), 五绝, 七绝, 五律, 七律", "top_k": "0 or null = no limit",
+                   "seed": "-1 or null = a random seed (reported with the poems)"}
+API_DOC = "\n".join([
+    'Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has text, lines, '
+    "score and score_parts, prosody (per-character tones, rhyme, violations), copy (nearest corpus poem, "
+    "longest shared span), seed and settings.", "", "Args:",
+    *(f"    {k}: {GenerationConfig.meta(k)['help']}" + (f"; {APP_CONVENTIONS[k]}" if k in APP_CONVENTIONS else "")
+      for k in APP_PARAMS)])
+
+
 class BadInput(ValueError):
     """A request this app refuses before it reaches the library."""
 
@@ -170,10 +181,10 @@ def request_kwargs(**raw: Any) -> dict[str, Any]:
         form=_string("form", v["form"]) or "free",
         rhyme=check_flag("rhyme", v["rhyme"]), rhyme_strength=_range("rhyme_strength", v["rhyme_strength"]),
         tones=check_flag("tones", v["tones"]), tone_strength=_range("tone_strength", v["tone_strength"]),
-        temperature=_range("temperature", v["temperature"], MAX_TEMPERATURE),
+        temperature=_range("temperature", v["temperature"], APP_MAX_TEMPERATURE),
         top_k=top_k or None, top_p=_range("top_p", v["top_p"]),
         style=_string("style", v["style"]),
-        num_candidates=check_integer("num_candidates", v["num_candidates"], 1, MAX_CANDIDATES, whole_floats=True),
+        num_candidates=check_integer("num_candidates", v["num_candidates"], 1, APP_MAX_CANDIDATES, whole_floats=True),
         seed=None if seed is None or seed < 0 else seed,
         script=_string("script", v["script"]) or "auto",
     )
@@ -230,7 +241,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
     if not hasattr(generator, "submit"):  # a Poet
         from poetry_model.generation import Batcher
 
-        generator = Batcher(generator, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+        generator = Batcher(generator, max_rows=max(MAX_ROWS, concurrency * APP_MAX_CANDIDATES))
 
     async def generate(prompt: str = D["prompt"], acrostic: str = D["acrostic"], form: str = D["form"],
                        rhyme: bool = D["rhyme"], rhyme_strength: float = D["rhyme_strength"], tones: bool = D["tones"],
@@ -238,15 +249,12 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                        top_k: int | None = D["top_k"], top_p: float = D["top_p"], style: str = D["style"],
                        num_candidates: int = D["num_candidates"], seed: int | None = D["seed"],
                        script: str = D["script"]) -> dict:
-        """Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has
-        text, lines, score and score_parts, prosody (per-character tones, rhyme, violations), copy
-        (nearest corpus poem, longest shared span), seed and settings. form: 自由 (free), 五绝, 七绝,
-        五律, 七律; top_k 0 or null = no limit; seed -1 or null = random (reported); script: auto,
-        simplified or traditional."""
         return await run_request(generator, dict(
             prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme, rhyme_strength=rhyme_strength, tones=tones,
             tone_strength=tone_strength, temperature=temperature, top_k=top_k, top_p=top_p, style=style,
             num_candidates=num_candidates, seed=seed, script=script))
+
+    generate.__doc__ = API_DOC
 
     async def generate_page(*values):
         result = await generate(*values)
@@ -281,7 +289,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                     tone_strength = gr.Slider(0, 1, D["tone_strength"], step=0.05, label="平仄强度 Tone strength", scale=2,
                                               info="1 = strict, 0 = off", elem_id="tone_strength")
                 with gr.Accordion("采样 Sampling", open=False):
-                    temperature = gr.Slider(0, MAX_TEMPERATURE, D["temperature"], step=0.05, label="温度 Temperature",
+                    temperature = gr.Slider(0, APP_MAX_TEMPERATURE, D["temperature"], step=0.05, label="温度 Temperature",
                                             info="0 = greedy; higher = bolder", elem_id="temperature")
                     top_k = gr.Slider(0, MAX_TOP_K, D["top_k"], step=1, label="Top-k",
                                       info="只从最可能的 k 字中选 · 0 = no limit", elem_id="top_k")
@@ -289,7 +297,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                                       info="累计概率截断 · nucleus sampling", elem_id="top_p")
                     style = gr.Textbox(label="风格 Style", placeholder="大漠孤烟直，长河落日圆。", elem_id="style",
                                        info="先读给模型定基调，不输出 · read first to set the mood, not printed")
-                num_candidates = gr.Slider(1, MAX_CANDIDATES, D["num_candidates"], step=1, label="候选数 Candidates",
+                num_candidates = gr.Slider(1, APP_MAX_CANDIDATES, D["num_candidates"], step=1, label="候选数 Candidates",
                                            info="写几首，按分数排序 · poems written and ranked", elem_id="num_candidates")
                 with gr.Row(equal_height=True):
                     seed = gr.Number(D["seed"], label="随机种子 Seed", precision=0, minimum=-1, maximum=MAX_SEED,
