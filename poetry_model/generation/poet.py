@@ -4,14 +4,15 @@
     poems = poet.generate(acrostic="春夏秋冬", form="七绝", seed=7, num_candidates=5)
     print(poems[0].text, poems[0].to_dict()["score_parts"])
     many = poet.generate_many([dict(form="五绝", seed=1), dict(acrostic="春夏", seed=2)])  # decoded together
-    server = Batcher(poet); server.generate(form="七律")  # from any thread: concurrent calls share steps
+    server = Batcher(poet); server.generate(form="七律")  # batcher.py: from any thread, concurrent calls share steps
 
 How a poem is made: the context `<START>` + style + prompt runs through the LSTM once; then all
 candidates advance together, one token per step, as one batch of LSTM states (and so do the
 candidates of other requests decoded with them: `generate_many`, `Batcher`; each request keeps its
 own random generator, and a row's numbers never depend on the other rows, so a seed gives the same
 poems alone or batched). At each step every candidate's next-token log-probabilities are shaped
-by, in this order:
+by its request's constraints (one class each in `constraints.py`, listed by `build_constraints`),
+in this order:
 
 * structure (hard): for 五绝/七绝/五律/七律 the prosody engine's FormState masks force the line
   length and the punctuation, so forms are exact by construction; free verse gets lines of Han
