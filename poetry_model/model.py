@@ -171,16 +171,31 @@ class PoetryLSTM(nn.Module, PyTorchModelHubMixin, library_name="poetry_model", l
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "PoetryLSTM":
         """Restore a folder written by `save_pretrained`, or a Hub repo id; errors name the file and problem."""
         path = str(pretrained_model_name_or_path)
+        shown = os.path.abspath(path) if os.path.exists(path) or os.sep in path or path.startswith(".") else path
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ModelLoadError(f"{shown}: is a file, not a model folder (a folder with {CONFIG_FILE}, "
+                                 f"{WEIGHTS_FILE} and {VOCAB_FILE})")
         if os.path.isdir(path) and not os.path.isfile(os.path.join(path, CONFIG_FILE)):
-            raise ModelLoadError(f"{path}: no {CONFIG_FILE} in this folder, so it is not a saved model")
-        if not os.path.isdir(path) and not REPO_ID.fullmatch(path):
-            raise ModelLoadError(f"{path}: model folder not found (and not a Hub repo id like 'user/name')")
+            raise ModelLoadError(f"{shown}: no {CONFIG_FILE} in this folder, so it is not a saved model")
+        if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith(".") or not REPO_ID.fullmatch(path)):
+            raise ModelLoadError(f"{shown}: model folder not found (and not a Hub repo id like 'user/name')")
         if os.path.isdir(path):  # check config.json here: the mixin would json.load it unguarded
             _config_from_dict(_read_json(os.path.join(path, CONFIG_FILE)), path)
         try:
             return super().from_pretrained(path, **kwargs)
         except json.JSONDecodeError as e:  # a downloaded config.json that is not JSON
             raise ModelLoadError(f"{path}/{CONFIG_FILE}: not valid JSON ({e})") from None
+        except ModelLoadError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if os.path.isdir(path):
+                raise  # a local folder's own errors are named where they happen
+            raise ModelLoadError(f"{path}: no local model folder of that name ({os.path.abspath(path)}), and the "
+                                 f"Hub repo could not be loaded ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def _fetch(model_id: str, filename: str, **hub_kwargs) -> str:

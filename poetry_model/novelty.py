@@ -19,6 +19,7 @@ import lzma
 import math
 import os
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -68,9 +69,13 @@ class LineIndex:
     @classmethod
     def load(cls, path: str | Path) -> "LineIndex":
         """Read a `corpus_lines.npy` file (sorted uint64, no pickle)."""
-        hashes = np.load(path, allow_pickle=False)
-        if hashes.dtype != np.uint64 or hashes.ndim != 1:
-            raise ValueError(f"{path}: expected a 1-D uint64 array of line hashes, got {hashes.dtype} {hashes.shape}")
+        try:
+            hashes = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:  # truncated, not .npy, or an object array
+            raise ValueError(f"{path}: not a readable line-hash file ({error})") from None
+        if not isinstance(hashes, np.ndarray) or hashes.dtype != np.uint64 or hashes.ndim != 1:
+            got = f"{hashes.dtype} {hashes.shape}" if isinstance(hashes, np.ndarray) else type(hashes).__name__
+            raise ValueError(f"{path}: expected a 1-D uint64 array of line hashes, got {got}")
         return cls(hashes, str(path))
 
 
@@ -138,7 +143,13 @@ def _model_file(model: str | Path, name: str) -> Path | None:
 def find_line_index(model: str | Path) -> LineIndex | None:
     """The line index shipped with a model folder or Hub repo, or None when it has none."""
     path = _model_file(model, LINE_HASH_FILE)
-    return LineIndex.load(path) if path else None
+    if path is None:
+        return None
+    try:
+        return LineIndex.load(path)
+    except ValueError as error:  # a damaged optional file: copies are then checked from corpus.npz, if any
+        warnings.warn(f"corpus line index not used: {error}", stacklevel=2)
+        return None
 
 
 def find_corpus(model: str | Path) -> Path | None:
