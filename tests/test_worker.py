@@ -10,7 +10,7 @@ import pytest
 
 from poetry_model.generation import load
 from poetry_model.vocab import UnknownCharactersError
-from poetry_model.worker import PoetWorker, WorkerError
+from poetry_model.worker import PoetWorker, WorkerError, WorkerRestarting
 
 START = 180  # seconds: the child imports torch and loads the model (slow on a busy 2-core box)
 
@@ -61,27 +61,65 @@ def test_a_model_that_does_not_load_is_reported(tmp_path):
     assert w.submit(seed=1).exception(1) is not None
 
 
-def test_a_crashed_child_is_replaced_and_serving_resumes(tiny_model_dir):
-    w = PoetWorker(tiny_model_dir, device="cpu", corpus=None)
+def _kill_child(w: PoetWorker) -> int:
+    proc = w._proc
+    proc.kill()
+    proc.wait()
+    return proc.pid
+
+
+def _wait_for_new_child(w: PoetWorker, old_pid: int) -> None:
+    deadline = time.monotonic() + START
+    while (w._proc is None or w._proc.pid == old_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_crashed_child_is_replaced_and_waiting_requests_are_answered(tiny_model_dir):
+    w = PoetWorker(tiny_model_dir, device="cpu", corpus=None, hold_s=START)
     try:
         w.wait_ready(START)
         first = w.generate(form="五绝", seed=5)
-        w._proc.kill()
-        w._proc.wait()
-        with pytest.raises(WorkerError):
-            w.submit(form="五绝", seed=5).result(START)  # refused while a new child starts
-        deadline = time.monotonic() + START
-        while time.monotonic() < deadline:
-            try:
-                assert w.generate(form="五绝", seed=5) == first  # the new child answers as the old one did
-                break
-            except WorkerError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the generator was not restarted")
+        assert w.status()["state"] == "ready"
+        pid = _kill_child(w)
+        during = w.submit(form="五绝", seed=5)  # arrives during the restart: waits for the new child
+        assert during.result(START) == first     # which answers as the old one did
+        assert w._proc.pid != pid and w.status()["restarts"] == 1 and w.status()["state"] == "ready"
     finally:
         w.close()
     assert w._proc.returncode == 0  # closed: the child saw its pipe close and exited by itself
+    assert w.status()["state"] == "closed"
+
+
+def test_a_child_killed_while_loading_is_replaced_too(tiny_model_dir):
+    """The tester's sequence: kill the child, then kill its replacement while it loads (twice)."""
+    w = PoetWorker(tiny_model_dir, device="cpu", corpus=None, hold_s=START, max_backoff=1.0)
+    try:
+        w.wait_ready(START)
+        pid = _kill_child(w)
+        for _ in range(2):
+            _wait_for_new_child(w, pid)
+            assert w.status()["state"] == "restarting" or w.status()["state"] == "starting"
+            pid = _kill_child(w)  # while it loads
+        assert w.status()["ready_in_s"] is not None
+        assert w.generate(form="五绝", seed=5)
+        assert w.status()["restarts"] == 3
+    finally:
+        w.close()
+
+
+def test_a_request_that_waits_too_long_is_told_when_to_retry(tiny_model_dir):
+    w = PoetWorker(tiny_model_dir, device="cpu", corpus=None, hold_s=0.2)
+    try:
+        w.wait_ready(START)
+        _kill_child(w)
+        with pytest.raises(WorkerRestarting, match=r"restarting, ready in ~\d+ s"):
+            w.submit(form="五绝", seed=5).result(START)
+        deadline = time.monotonic() + START
+        while w.status()["state"] != "ready" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert w.generate(form="五绝", seed=5)
+    finally:
+        w.close()
 
 
 def test_the_child_entry_point_is_not_for_hand_use():
