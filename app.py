@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -46,9 +47,14 @@ APP_MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 500
 MAX_SEED = 2**53 - 1          # exact in the browser's numbers, so a shown seed always reproduces
 MAX_TEXT = 1000               # characters; a cheap guard before the library's own limits
-CONCURRENCY = 32              # requests generated at once: decoded together, one batched model step per token
-QUEUE_SIZE = 128
-MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x APP_MAX_CANDIDATES); more requests wait
+# Work per request (GenerationConfig's cost model: candidates x (style + poem) characters): 8 candidates
+# of free verse (124 characters), or 8 七律 after a 60-character style. Bigger requests are refused.
+APP_MAX_COST = 1000
+CONCURRENCY = 128             # requests handed to the generator at once; it schedules them (cheapest first)
+QUEUE_SIZE = 256              # more requests wait in gradio's queue; beyond that they are refused
+MAX_ROWS = 256                # candidates decoded at once; 1/8 of them kept for light requests
+MAX_BODY = 64 * 1024          # bytes of one HTTP request body (a full request is under 10 kB)
+HOLD_S = 10.0                 # how long a request waits for a restarting generator before it is told to retry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,10 +87,8 @@ def start_generator(args: argparse.Namespace):
         sys.exit(f"error: no model at {DEFAULT_MODEL_DIR}.\n"
                  "Get one: train it (`python -m train.train --data data/tang.npz --out runs/mine`) and run "
                  "`python app.py --model runs/mine/best`, or point MODEL_ID / --model at a Hub repo id.")
-    concurrency = max(1, args.concurrency)
     return PoetWorker(args.model if args.model is not None else DEFAULT_MODEL_DIR, device=args.device,
-                      corpus=args.corpus, threads=max(1, args.threads),
-                      max_rows=max(MAX_ROWS, concurrency * APP_MAX_CANDIDATES))
+                      corpus=args.corpus, threads=max(1, args.threads), max_rows=MAX_ROWS, hold_s=HOLD_S)
 
 
 def wait_for_generator(worker, model: str | None):
@@ -110,11 +114,15 @@ import gradio as gr  # noqa: E402
 
 from app_render import POEM_CSS, render_result, toast_text  # noqa: E402
 from poetry_model.generation.config import (  # noqa: E402  (light: no torch)
+    DEFAULT_MAX_LENGTH,
     GenerationConfig,
+    check_cost,
     check_flag,
     check_integer,
     check_number,
     check_string,
+    poem_length,
+    request_cost,
 )
 
 APP_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
@@ -176,7 +184,7 @@ def request_kwargs(**raw: Any) -> dict[str, Any]:
                                                            whole_floats=True)
     seed = None if v["seed"] is None else check_integer("seed", v["seed"], -1, MAX_SEED, hint=" (-1 = random)",
                                                         whole_floats=True)
-    return dict(
+    kwargs = dict(
         prompt=_string("prompt", v["prompt"]), acrostic=_string("acrostic", v["acrostic"]),
         form=_string("form", v["form"]) or "free",
         rhyme=check_flag("rhyme", v["rhyme"]), rhyme_strength=_range("rhyme_strength", v["rhyme_strength"]),
@@ -188,6 +196,9 @@ def request_kwargs(**raw: Any) -> dict[str, Any]:
         seed=None if seed is None or seed < 0 else seed,
         script=_string("script", v["script"]) or "auto",
     )
+    check_cost(request_cost(kwargs["num_candidates"], len(kwargs["style"]),
+                            poem_length(kwargs["form"], DEFAULT_MAX_LENGTH)), APP_MAX_COST)
+    return kwargs
 
 
 def _message(exc: BaseException) -> str:
@@ -195,12 +206,21 @@ def _message(exc: BaseException) -> str:
 
 
 def _failed(exc: BaseException, raw: dict[str, Any]) -> gr.Error:
+    from poetry_model.worker import WorkerError
+
     if isinstance(exc, ValueError):  # BadInput, the library's ValueError and its subclasses
-        return gr.Error(_message(exc), title="输入有误 · Invalid input", print_exception=False)
+        return gr.Error("invalid input: " + _message(exc), title="输入有误 · Invalid input", print_exception=False)
+    if isinstance(exc, WorkerError):  # a restart: the worker logs it once, not once per request
+        return gr.Error(f"生成器重启中 · {_message(exc)}", title="稍候 · Restarting", print_exception=False)
     # a bug: logged here, reported briefly there, the server carries on
-    log.error("generation failed for %r", raw, exc_info=exc)
+    log.error("generation failed for %s", _short(raw), exc_info=exc)
     return gr.Error(f"生成失败 · generation failed ({type(exc).__name__}); please try other settings",
                     title="出错 · Error", print_exception=False)
+
+
+def _short(raw: dict[str, Any]) -> str:
+    """A request for the log: long texts cut, so one request cannot fill the log."""
+    return repr({k: (v[:40] + f"...({len(v)})" if isinstance(v, str) and len(v) > 40 else v) for k, v in raw.items()})
 
 
 def _result(poems, kwargs: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -241,7 +261,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
     if not hasattr(generator, "submit"):  # a Poet
         from poetry_model.generation import Batcher
 
-        generator = Batcher(generator, max_rows=max(MAX_ROWS, concurrency * APP_MAX_CANDIDATES))
+        generator = Batcher(generator, max_rows=MAX_ROWS)
 
     async def generate(prompt: str = D["prompt"], acrostic: str = D["acrostic"], form: str = D["form"],
                        rhyme: bool = D["rhyme"], rhyme_strength: float = D["rhyme_strength"], tones: bool = D["tones"],
@@ -323,6 +343,140 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
     return demo
 
 
+# ---------------------------------------------------------------------------------------------
+# The HTTP server: gradio mounted in this app's own FastAPI app, behind its request limits
+
+
+class RequestLimits:
+    """ASGI middleware, in front of everything: request bodies over `max_body` bytes are refused
+    (413) from their Content-Length header before any byte of them is read; a body without a length
+    (chunked) is refused (411), so nothing unbounded is ever buffered; the upload routes answer 404
+    (this app has no file input, so nothing may store files on the server).
+
+    Calls of the API (`/gradio_api/call|run|api/<name>`, `/gradio_api/queue/join`) are checked
+    against `endpoints` (api_name -> (fn_index, input names)): an unknown endpoint is a 404 and too
+    few values a 422, each with an "invalid input: ..." message, before gradio sees them."""
+
+    BLOCKED = ("/gradio_api/upload", "/upload")
+    CALLS = ("/gradio_api/call/", "/gradio_api/run/", "/gradio_api/api/")
+
+    def __init__(self, app, max_body: int = MAX_BODY, endpoints: dict[str, tuple[int, tuple[str, ...]]] | None = None):
+        self.app, self.max_body = app, max_body
+        self.endpoints = endpoints or {}
+        self.by_index = {index: (name, inputs) for name, (index, inputs) in self.endpoints.items()}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"].rstrip("/")
+        if any(path == b or path.startswith(b + "/") for b in self.BLOCKED):
+            return await _refuse(send, 404, "file uploads are disabled: this app has no file input")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await _refuse(send, 400, "invalid Content-Length")
+            if int(length) > self.max_body:
+                return await _refuse(send, 413, f"request body too large: {int(length)} bytes, at most {self.max_body}")
+        elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            return await _refuse(send, 411, "a request body needs a Content-Length")
+        if self.endpoints and scope["method"] == "POST" and (path.startswith(self.CALLS) or path == "/gradio_api/queue/join"):
+            body = await _read_body(receive)
+            problem = self._check_call(path, body)
+            if problem:
+                return await _refuse(send, *problem)
+            receive = _replay(body, receive)
+        return await self.app(scope, receive, send)
+
+    def _check_call(self, path: str, body: bytes) -> tuple[int, str] | None:
+        """(status, message) when the call names no endpoint or has too few values, else None."""
+        try:
+            payload = json.loads(body) if body else {}
+        except (ValueError, RecursionError):
+            return 422, "invalid input: body: not valid JSON"
+        if not isinstance(payload, dict):
+            return 422, "invalid input: body: a JSON object {\"data\": [...]} is expected"
+        if path == "/gradio_api/queue/join":
+            index = payload.get("fn_index")
+            if isinstance(index, bool) or not isinstance(index, int) or index not in self.by_index:
+                return 404, f"invalid input: fn_index: no such endpoint ({str(index)[:40]})"
+            name, inputs = self.by_index[index]
+        else:
+            name = path.rstrip("/").split("/")[3]
+            if name not in self.endpoints:
+                public = ", ".join("/" + n for n in self.endpoints if n == "generate") or "none"
+                return 404, f"invalid input: endpoint: no endpoint /{name[:60]} (this API has {public})"
+            inputs = self.endpoints[name][1]
+        data = payload.get("data")
+        if isinstance(data, list) and len(data) < len(inputs):
+            missing = ", ".join(inputs[len(data):])
+            return 422, (f"invalid input: data: /{name} takes {len(inputs)} values in this order "
+                         f"({', '.join(inputs)}), got {len(data)}; missing: {missing}")
+        return None
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail, "error": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive) -> bytes:
+    """The whole request body (its size already checked against MAX_BODY by its Content-Length)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """A receive callable that gives the body read already, then whatever the connection sends next."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def api_endpoints(demo: gr.Blocks) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """The Blocks' named events: api_name -> (fn_index, names of its inputs)."""
+    out = {}
+    for dep in demo.get_config_file()["dependencies"]:
+        if dep.get("api_name"):
+            n = len(dep.get("inputs", []))
+            names = APP_PARAMS if n == len(APP_PARAMS) else tuple(f"value {i + 1}" for i in range(n))
+            out[dep["api_name"]] = (dep["id"], names)
+    return out
+
+
+def server_app(demo: gr.Blocks, generator) -> "fastapi.FastAPI":  # noqa: F821 - imported below
+    """This app's ASGI app: /health (the generator's state: 200 when ready, else 503) and gradio at /."""
+    import fastapi
+    from fastapi.responses import JSONResponse
+
+    api = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/health")
+    def health() -> JSONResponse:
+        state = generator.status() if hasattr(generator, "status") else {"state": "ready"}
+        return JSONResponse(state, status_code=200 if state["state"] == "ready" else 503)
+
+    api.add_middleware(RequestLimits, endpoints=api_endpoints(demo))
+    return gr.mount_gradio_app(api, demo, path="", footer_links=["api"], theme=gr.themes.Soft(),
+                               max_file_size=1, show_error=False, mcp_server=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args, generator = _early if argv is None and _early else (parse_args(argv), None)
@@ -337,8 +491,12 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(generator, model_name=Path(shown).name if Path(shown).is_dir() else shown,
                      concurrency=concurrency)
     demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
+    import uvicorn
+
     try:
-        demo.launch(server_name=args.host, server_port=args.port, theme=gr.themes.Soft(), footer_links=["api"])
+        log.info("serving on http://%s:%d (health: /health)", args.host, args.port)
+        uvicorn.run(server_app(demo, generator), host=args.host, port=args.port, log_level="warning",
+                    timeout_keep_alive=5, access_log=False)
     finally:
         generator.close()
 

@@ -1,10 +1,11 @@
 """Continuous batching for servers: `Batcher` decodes the requests of many threads together."""
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import queue
 import threading
-from collections import deque
 from concurrent.futures import Future
 
 from .config import GenerationConfig
@@ -22,12 +23,20 @@ class Batcher:
     Arguments, results and errors are those of `Poet.generate`, and so are the poems (a request's
     rows never depend on the others'). `submit` checks the arguments in the calling thread (bad
     ones raise there) and returns a Future of the ranked poems; `generate` waits for it.
-    `max_rows` caps the candidates decoded at once; more requests wait for room. The decoding
-    thread runs with `poet.threads` torch threads (a process-wide setting: a server sets it once)."""
+    `max_rows` caps the candidates decoded at once; more requests wait for room.
 
-    def __init__(self, poet: Poet, max_rows: int = 256):
+    Fairness: waiting requests are admitted cheapest first (`Settings.cost`: candidates x
+    characters; ties by arrival), and requests costing more than `light_cost` may fill only
+    `max_rows - reserve_rows` rows, so `reserve_rows` rows are always free for light requests: a
+    flood of heavy requests costs a light one a slower step, never a wait for a heavy one to end.
+    The decoding thread runs with `poet.threads` torch threads (a process-wide setting: a server sets it once)."""
+
+    def __init__(self, poet: Poet, max_rows: int = 256, *, light_cost: int = 200, reserve_rows: int | None = None):
         self.poet, self.max_rows = poet, max(1, max_rows)
+        self.light_cost = light_cost
+        self.reserve_rows = min(self.max_rows - 1, max(0, self.max_rows // 8 if reserve_rows is None else reserve_rows))
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._arrival = itertools.count()
         self._thread = threading.Thread(target=self._loop, name="poet-batcher", daemon=True)
         self._thread.start()
 
@@ -35,37 +44,47 @@ class Batcher:
         """Queue one `generate` call; the Future gives its poems (or its exception)."""
         dec = self.poet.request(GenerationConfig(prompt=prompt, **kwargs))  # bad input raises here
         dec.future = Future()
-        self._queue.put(dec)
+        self._queue.put((dec.s.cost, next(self._arrival), dec))
         return dec.future
 
     def generate(self, prompt: str = "", **kwargs) -> list[Poem]:
         return self.submit(prompt, **kwargs).result()
 
+    def _admissible(self, engine: Engine, heavy_rows: int, cost: int, rows: int) -> bool:
+        if not engine:
+            return True  # an idle engine takes any request, however big
+        if len(engine) + rows > self.max_rows:
+            return False
+        return cost <= self.light_cost or heavy_rows + rows <= self.max_rows - self.reserve_rows
+
     def _loop(self) -> None:
-        waiting: deque[Decoder] = deque()
+        waiting: list[tuple[int, int, Decoder]] = []  # a heap: cheapest first, then by arrival
         engine: Engine | None = None
         with self.poet.decoding():
             while True:
-                if not engine:  # idle: sleep until a request comes
-                    waiting.append(self._queue.get())
+                if not engine and not waiting:  # idle: sleep until a request comes
+                    heapq.heappush(waiting, self._queue.get())
                 while True:
                     try:
-                        waiting.append(self._queue.get_nowait())
+                        heapq.heappush(waiting, self._queue.get_nowait())
                     except queue.Empty:
                         break
                 try:
                     engine = engine or self.poet.engine()
-                    while waiting and (not engine or len(engine) + len(waiting[0].rows) <= self.max_rows):
-                        dec = waiting.popleft()
+                    heavy_rows = sum(len(d.rows) for d in engine.decoders if d.s.cost > self.light_cost)
+                    while waiting and self._admissible(engine, heavy_rows, waiting[0][0], len(waiting[0][2].rows)):
+                        cost, _, dec = heapq.heappop(waiting)
                         try:
                             engine.add(dec)
                         except Exception as exc:  # noqa: BLE001 - that request fails, the others go on
                             dec.future.set_exception(exc)
+                            continue
+                        heavy_rows += len(dec.rows) if cost > self.light_cost else 0
                     for dec in engine.step():
                         self._resolve(dec)
                 except Exception as exc:  # noqa: BLE001 - a bug: fail the requests being decoded, keep serving
                     log.exception("decoding failed")
-                    failed = engine.decoders if engine is not None else list(waiting)
+                    failed = engine.decoders if engine is not None else [d for _, _, d in waiting]
                     if engine is None:
                         waiting.clear()
                     for dec in failed:

@@ -30,6 +30,36 @@ MAX_TEMPERATURE, MAX_REPETITION_PENALTY = 10.0, 10.0
 MAX_SEED = 2**63 - 1
 
 
+# Cost model: the work of a request is the characters its candidates decode. Each candidate reads
+# the style and writes the poem (prompt included, up to max_length, or the form's fixed length), one
+# batched model step per character, so time and memory grow with candidates x characters.
+MAX_COST = MAX_CANDIDATES * (MAX_STYLE + 1 + MAX_LENGTH)   # the library's own bound (every range at its top)
+
+
+def request_cost(num_candidates: int, style: int, length: int) -> int:
+    """Characters decoded by a request: num_candidates x (style characters + 1 + poem characters)."""
+    return num_candidates * ((style + 1 if style else 0) + length)
+
+
+def poem_length(form: str, max_length: int) -> int:
+    """Characters a request's poem can take: the form's fixed length (punctuation included), else max_length."""
+    name = FORM_ALIASES.get(form, form)
+    if name in FORM_LINES:
+        lines, chars = FORM_LINES[name]
+        return lines * (chars + 1)
+    if name in ("五言", "七言"):  # 绝句 or 律诗 by the acrostic: count the longer
+        return 8 * (int(name == "七言") * 2 + 5 + 1)
+    return max_length
+
+
+def check_cost(cost: int, limit: int) -> int:
+    """The cost when within `limit`, else a ValueError saying what to reduce."""
+    if cost > limit:
+        raise ValueError(f"request is too big: {cost} characters to decode (candidates x (style + poem)), "
+                         f"at most {limit}; use fewer candidates, a shorter style or a fixed form")
+    return cost
+
+
 def option(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, open_low: bool = False,
            limit: int | None = None, choices: tuple | None = None, flags: tuple[str, ...] = ()) -> Any:
     """A GenerationConfig field: its default plus metadata (help, range, text limit, choices, CLI flags)."""
@@ -120,6 +150,11 @@ class Settings:
     script: str             # the output script
     avoid_copies: bool
 
+    @property
+    def cost(self) -> int:
+        """Characters this request decodes (see `request_cost`): what a scheduler orders and caps by."""
+        return request_cost(self.num_candidates, len(self.style), poem_length(self.form, self.max_length))
+
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _SETTINGS_FIELDS}  # = asdict: all values immutable
 
@@ -132,7 +167,9 @@ _SETTINGS_FIELDS = tuple(f.name for f in fields(Settings))
 
 
 def _fail(name: str, value: Any, rule: str) -> ValueError:
-    return ValueError(f"{name} must be {rule}, got {value!r}")
+    shown = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    shown = shown if len(shown) <= 80 else shown[:60] + f"... ({len(shown)} characters)"
+    return ValueError(f"{name} must be {rule}, got {shown}")
 
 
 def check_number(name: str, value: Any, lo: float, hi: float, *, open_low: bool = False) -> float:
@@ -140,7 +177,10 @@ def check_number(name: str, value: Any, lo: float, hi: float, *, open_low: bool 
     rule = f"a number {'>' if open_low else '>='} {lo:g} and <= {hi:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(name, value, rule)
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an integer too big for a float
+        raise ValueError(f"{name} must be {rule}, got an integer of {len(str(abs(value)))} digits") from None
     if not math.isfinite(x) or x > hi or x < lo or (open_low and x == lo):
         raise _fail(name, value, rule)
     return x
@@ -166,6 +206,10 @@ def check_string(name: str, value: Any, limit: int | None = None) -> str:
         raise _fail(name, value, "a string")
     if limit is not None and len(value) > limit:
         raise ValueError(f"{name} is too long: {len(value)} characters, at most {limit}")
+    bad = next((i for i, ch in enumerate(value) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:  # not text: no UTF-8 form (JSON's "\ud800" escape can carry one)
+        raise ValueError(f"{name} has an invalid character at position {bad + 1}: a lone surrogate "
+                         f"U+{ord(value[bad]):04X}, which is not text")
     return value
 
 
