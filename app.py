@@ -52,7 +52,7 @@ MAX_TEXT = 1000               # characters; a cheap guard before the library's o
 APP_MAX_COST = 1000
 CONCURRENCY = 128             # requests handed to the generator at once; it schedules them (cheapest first)
 QUEUE_SIZE = 256              # more requests wait in gradio's queue; beyond that they are refused
-MAX_ROWS = 256                # candidates decoded at once; 1/8 of them kept for light requests
+MAX_ROWS = 32                 # candidates decoded at once (a step costs ~1 ms per row): 8 kept for light requests
 MAX_BODY = 64 * 1024          # bytes of one HTTP request body (a full request is under 10 kB)
 HOLD_S = 10.0                 # how long a request waits for a restarting generator before it is told to retry
 

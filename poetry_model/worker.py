@@ -84,8 +84,8 @@ class PoetWorker:
     Batcher's cap on candidates decoded at once.
 
     Supervision: a supervisor thread starts the child and starts a new one whenever it exits, at
-    any moment (while loading too), after a backoff of 0, 0.5, 1, 2, 4, ... `max_backoff` s
-    (back to 0 once a child has served `stable_s` s). Only a load error that the very first child
+    any moment (while loading too), after a backoff of 0, 0, 1, 2, 4, ... `max_backoff` s for
+    exits in a row (back to 0 once a child has lived `stable_s` s). Only a load error that the very first child
     reports stops it (the model cannot load: `wait_ready` raises it). Requests that arrive while
     no child is ready wait up to `hold_s` s for one, then fail with `WorkerRestarting`; requests a
     dying child had taken are sent once more to the next one (a request is deterministic given its
@@ -136,7 +136,7 @@ class PoetWorker:
 
     def _supervise(self) -> None:
         """Start the child, serve its answers, and start a new one whenever it exits, until closed."""
-        backoff = 0.0
+        backoff, quick = 0.0, 0
         while True:
             with self._lock:
                 if self._closing:
@@ -170,8 +170,8 @@ class PoetWorker:
                     self.info = {"error": failed}
                     self._ready.set()
                     break
-                backoff = 0.0 if served >= self.stable_s or self._restarts == 0 else \
-                    min(self.max_backoff, max(0.5, 2 * backoff))
+                quick = 0 if served >= self.stable_s else quick + 1  # exits in a row, each soon after its start
+                backoff = 0.0 if quick <= 2 else min(self.max_backoff, 2.0 ** (quick - 3))
                 self._restarts += 1
                 self._ready_at = time.monotonic() + backoff + self._load_s
                 log.error("the generator process exited (code %s)%s; restart %d in %.1f s", code,

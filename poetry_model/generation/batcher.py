@@ -34,7 +34,7 @@ class Batcher:
     def __init__(self, poet: Poet, max_rows: int = 256, *, light_cost: int = 200, reserve_rows: int | None = None):
         self.poet, self.max_rows = poet, max(1, max_rows)
         self.light_cost = light_cost
-        self.reserve_rows = min(self.max_rows - 1, max(0, self.max_rows // 8 if reserve_rows is None else reserve_rows))
+        self.reserve_rows = min(self.max_rows - 1, max(0, self.max_rows // 4 if reserve_rows is None else reserve_rows))
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._arrival = itertools.count()
         self._thread = threading.Thread(target=self._loop, name="poet-batcher", daemon=True)
