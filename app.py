@@ -54,6 +54,7 @@ CONCURRENCY = 128             # requests handed to the generator at once; it sch
 QUEUE_SIZE = 256              # more requests wait in gradio's queue; beyond that they are refused
 MAX_ROWS = 32                 # candidates decoded at once (a step costs ~1 ms per row): 8 kept for light requests
 MAX_BODY = 64 * 1024          # bytes of one HTTP request body (a full request is under 10 kB)
+SESSIONS_KEPT = 64            # sessions whose state gradio keeps (the app has none worth keeping)
 HOLD_S = 10.0                 # how long a request waits for a restarting generator before it is told to retry
 
 
@@ -473,6 +474,9 @@ def server_app(demo: gr.Blocks, generator) -> "fastapi.FastAPI":  # noqa: F821 -
         return JSONResponse(state, status_code=200 if state["state"] == "ready" else 503)
 
     api.add_middleware(RequestLimits, endpoints=api_endpoints(demo))
+    # Every raw API call is a new session, and gradio keeps the state of the last N sessions (launch's
+    # state_session_capacity, 10,000 by default: ~100 kB each here). This app keeps no session state.
+    demo.state_session_capacity = SESSIONS_KEPT
     return gr.mount_gradio_app(api, demo, path="", footer_links=["api"], theme=gr.themes.Soft(),
                                max_file_size=1, show_error=False, mcp_server=False)
 

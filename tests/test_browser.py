@@ -124,3 +124,23 @@ def test_new_seed_button_and_clickable_example(page):
     page.locator("#generate").click()
     lines = poem_lines(page)
     assert "".join(line[0] for line in lines) == "春夏秋冬" and len(lines[0].rstrip("，")) == 7
+
+
+EVIL = '<img src=x onerror="window.__xss=1"><b id="injected">x</b><script>window.__xss=2</script>'
+
+
+def _no_markup_ran(page) -> None:
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#injected").count() == 0 and page.locator("img[src=x]").count() == 0
+
+
+@pytest.mark.parametrize("field", ["prompt", "acrostic", "style"])
+def test_markup_in_every_text_field_is_shown_as_text(page, field):
+    if field == "style":
+        page.get_by_text("采样 Sampling").click()
+    page.locator(f"#{field} textarea").fill(EVIL)
+    page.locator("#generate").click()
+    toast = page.get_by_text("invalid input").first
+    toast.wait_for()
+    assert "<" in toast.inner_text() or "&lt;" not in toast.inner_text()
+    _no_markup_ran(page)
