@@ -306,38 +306,78 @@ def vocabulary(poems: list[str], top50: set[str]) -> dict[str, float]:
 # Two-sample classifier
 
 
-def ngram_features(text: str) -> list[str]:
-    """Character unigrams and within-line bigrams: word choice and local word order."""
-    feats: list[str] = []
-    for line in poem_lines(text):
-        feats += list(line) + [line[k:k + 2] for k in range(len(line) - 1)]
-    return feats
+class NgramFeatures:
+    """Character n-gram features for the two-sample classifier, chosen on the train split.
+
+    Per poem: the relative frequency of each of the `top` commonest characters and of the `top`
+    commonest within-line bigrams, plus two pooled features, the share of the poem's characters
+    outside those characters and the share of its bigrams that real poets wrote fewer than twice
+    (train split). A few hundred poems are far too few to learn which of 200k bigrams are odd, but
+    "how much of this poem is rare" is one well-estimated number, and it gives garbled text away."""
+
+    def __init__(self, texts: list[str], top: int = 50):
+        chars = _char_counts(texts)
+        bigrams = _bigram_counts(texts)
+        self.known = {b for b, k in bigrams.items() if k >= 2}
+        common = [c for c, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+        common += [b for b, _ in sorted(bigrams.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+        self.index = {f: i for i, f in enumerate(common)}
+        self.size = len(common) + 2
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        X = np.zeros((len(texts), self.size))
+        for row, text in enumerate(texts):
+            lines = poem_lines(text)
+            chars = [c for line in lines for c in line]
+            bigrams = [line[k:k + 2] for line in lines for k in range(len(line) - 1)]
+            for f in chars:
+                if f in self.index:
+                    X[row, self.index[f]] += 1 / len(chars)
+                else:
+                    X[row, -2] += 1 / len(chars)
+            for f in bigrams:
+                if f in self.index:
+                    X[row, self.index[f]] += 1 / max(len(bigrams), 1)
+                if f not in self.known:
+                    X[row, -1] += 1 / max(len(bigrams), 1)
+        return X
 
 
-def classifier_accuracy(a: list[str], b: list[str], folds: int = 5, seed: int = 0) -> float:
-    """Cross-validated accuracy of a multinomial naive Bayes telling set a from set b.
+def _logistic_fit(X: np.ndarray, y: np.ndarray, l2: float = 10.0, steps: int = 300) -> np.ndarray:
+    """L2-regularised logistic regression by gradient descent (X standardised, last column = 1).
+
+    Few features (top=50) and a firm penalty: with 240 training poems, 1,000 features let the
+    model memorise noise and cost it accuracy on the held-out fold (checked on real vs
+    character-shuffled poems: top 50 ≈ 0.9 accuracy, top 500 ≈ 0.75)."""
+    w = np.zeros(X.shape[1])
+    lr = 1.0
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(X @ w)))
+        grad = X.T @ (p - y) / len(y) + l2 / len(y) * np.r_[w[:-1], 0.0]
+        w -= lr * grad
+    return w
+
+
+def classifier_accuracy(a: list[str], b: list[str], features: NgramFeatures, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic regression telling set a from set b.
 
     A two-sample test with a readable number: 0.5 means the classifier cannot tell the sets apart
-    from their character 1- and 2-grams, 1.0 means it always can. Both sets are cut to the same size
-    so that guessing the bigger class is worth nothing; folds are a fixed random split."""
+    from their character n-gram features, 1.0 means it always can. Both sets are cut to the same
+    size so that guessing the bigger class is worth nothing; folds are a fixed random split, and the
+    standardisation is fitted on each training fold only."""
     n = min(len(a), len(b))
     if n < folds:
         return float("nan")
-    docs = [ngram_features(t) for t in a[:n] + b[:n]]
-    vocab = {f: i for i, f in enumerate(sorted({f for d in docs for f in d}))}
-    ids = [np.array([vocab[f] for f in d], dtype=np.int64) for d in docs]
-    labels = np.array([0] * n + [1] * n)
+    X = features(a[:n] + b[:n])
+    y = np.r_[np.zeros(n), np.ones(n)]
     fold = np.random.default_rng(seed).permutation(2 * n) % folds
     correct = 0
     for k in range(folds):
-        train = np.nonzero(fold != k)[0]
-        counts = np.ones((2, len(vocab)))  # add-one smoothing
-        for i in train:
-            np.add.at(counts[labels[i]], ids[i], 1)
-        log_theta = np.log(counts / counts.sum(axis=1, keepdims=True))
-        for i in np.nonzero(fold == k)[0]:
-            scores = log_theta[:, ids[i]].sum(axis=1)  # equal priors: the sets are the same size
-            correct += int(np.argmax(scores) == labels[i])
+        tr, te = fold != k, fold == k
+        mu, sd = X[tr].mean(axis=0), X[tr].std(axis=0) + 1e-9
+        Z = np.c_[(X - mu) / sd, np.ones(len(X))]
+        w = _logistic_fit(Z[tr], y[tr])
+        correct += int(((Z[te] @ w > 0) == (y[te] == 1)).sum())
     return correct / (2 * n)
 
 
@@ -388,6 +428,15 @@ def _code_points(text: str) -> np.ndarray:
     return cp[~np.isin(cp, [ord(c) for c in PUNCT])]
 
 
+def _bigram_counts(texts: list[str]) -> dict[str, int]:
+    """Within-line bigram counts over the texts."""
+    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    is_char = ~np.isin(cp, [ord(c) for c in PUNCT])
+    inside = is_char[:-1] & is_char[1:]  # both characters in one line (poems end in punctuation)
+    codes, counts = np.unique((cp[:-1] << 21 | cp[1:])[inside], return_counts=True)  # code points < 2**21
+    return {chr(c >> 21) + chr(c & (2 ** 21 - 1)): k for c, k in zip(codes.tolist(), counts.tolist())}
+
+
 def _char_counts(texts: list[str]) -> dict[str, int]:
     """Character counts over the texts, punctuation excluded."""
     points, counts = np.unique(_code_points("".join(texts)), return_counts=True)
@@ -412,6 +461,7 @@ class Corpus:
     line_pmi: PairPMI = field(init=False)
     lm: CharTrigram = field(init=False)
     top50: set[str] = field(init=False)
+    features: NgramFeatures = field(init=False)
 
     def __post_init__(self):
         shaped = {f: [t for t in self.train_texts if has_shape(t, f)] for f in FORMS}
@@ -424,6 +474,7 @@ class Corpus:
         a, b, _ = zip(*(adjacent_pairs(self.ids.grid(shaped[f], f)) for f in FORMS))
         self.line_pmi = PairPMI(np.concatenate(a), np.concatenate(b), self.ids.size)
         self.lm = CharTrigram(self.train_texts)
+        self.features = NgramFeatures(self.train_texts)
         self.top50 = {c for c, _ in sorted(_char_counts(self.train_texts).items(), key=lambda kv: -kv[1])[:50]}
 
 
@@ -516,8 +567,9 @@ def evaluate_form(form: str, generated: list[str], corpus: Corpus, cfg: QualityC
     result = {"n": n, "generated": measure_set(gen, form, corpus), "real": measure_set(real, form, corpus),
               "shuffled": measure_set(shuffled, form, corpus)}
     half = n // 2
-    result["classifier"] = {"generated_vs_real": classifier_accuracy(gen, real, cfg.folds, cfg.seed),
-                            "real_vs_real": classifier_accuracy(real[:half], real[half:], cfg.folds, cfg.seed)}
+    result["classifier"] = {
+        "generated_vs_real": classifier_accuracy(gen, real, corpus.features, cfg.folds, cfg.seed),
+        "real_vs_real": classifier_accuracy(real[:half], real[half:], corpus.features, cfg.folds, cfg.seed)}
     if theme is not None:
         average = theme.score(real)
         themed_real = theme.score([t for t, title in zip(corpus.val_texts, corpus.val_titles) if theme.word in title])
