@@ -109,6 +109,16 @@ def test_parallelism_real_couplets_above_shuffled(corpus, form):
     assert first < real_score
 
 
+def test_primer_pairs_real_couplets_above_shuffled(corpus):
+    if corpus.primer is None:
+        pytest.skip("聲律啓蒙 not found under ../shared")
+    assert ("云", "雨") in corpus.primer and ("雨", "云") in corpus.primer  # 云对雨, simplified
+    assert ("剑", "弓") in corpus.primer                                     # 三尺剑，六钧弓
+    for form in ("五律", "七律"):
+        real = corpus.real[form][:300]
+        assert q.primer_match(real, corpus.primer) > 3 * q.primer_match(q.shuffled_poems(real), corpus.primer)
+
+
 def test_coherence_real_above_shuffled(corpus):
     for form in q.FORMS:
         real = corpus.real[form][:300]

@@ -16,6 +16,7 @@ Measures (one small function each below; see its docstring for the why):
   season_clash, time_clash        share of poems mixing 春/秋 or 夏/冬; dawn (晓晨曙) with night (夜宵)
   distinct_chars, top50_share     vocabulary over N poems; share of characters among the 50 commonest
   parallelism                     aligned-position PMI of 律诗 middle couplets (lines 3-4, 5-6)
+  primer_pairs                    share of those aligned positions holding a 聲律啓蒙 pair (云对雨)
   coherence                       PMI of character pairs across adjacent lines
   classifier_accuracy             cross-validated logistic regression on character n-grams (0.5 = can't tell)
   ngram_logprob                   mean log-prob per character under a Witten-Bell character 3-gram
@@ -208,6 +209,49 @@ def parallelism(grids: list[np.ndarray] | np.ndarray, pmi: PairPMI) -> float:
     aligned pairs have high PMI is parallel in that learned sense, without a hand-made word list."""
     x, y = couplet_pairs(grids)
     return float(pmi(x, y).mean()) if len(x) else float("nan")
+
+
+PRIMER = Path(__file__).resolve().parents[1].parent / "shared/data/chinese-poetry/mengxue/shenglvqimeng.json"
+
+
+def primer_pairs(path: str | Path) -> set[tuple[str, str]]:
+    """Aligned character pairs of 聲律啓蒙, the primer of 对仗 (simplified, both orders).
+
+    Its clauses "云对雨", "来鸿对去燕" pair words of one class (sky over sky, bird over bird), and
+    its parallel lines "人间清暑殿，天上广寒宫" do the same position by position: a hand-made
+    list of what may stand opposite what, independent of the Tang corpus the PMI is learned from."""
+    from poetry_model.vocab import to_script
+
+    book = json.loads(Path(path).read_text(encoding="utf-8"))
+    text = "\n".join(p for volume in book["content"] for chapter in volume["content"] for p in chapter["paragraphs"])
+    text = to_script(text, "simplified")
+    pairs: set[tuple[str, str]] = set()
+
+    def align(a: str, b: str) -> None:
+        if len(a) == len(b):
+            pairs.update((x, y) for x, y in zip(a, b) if x != y)
+
+    for sentence in re.split("[。\n]", text):
+        for clause in re.split("[，；]", sentence):
+            if "对" in clause:                              # 云对雨, 晚照对晴空
+                align(*clause.split("对", 1))
+        if "对" in sentence:
+            continue
+        halves = sentence.split("；")
+        if len(halves) == 2:                                # 两鬓风霜，途次早行之客；一蓑烟雨，溪边晚钓之翁
+            for a, b in zip(halves[0].split("，"), halves[1].split("，")):
+                align(a, b)
+        elif sentence.count("，") == 1:                     # 人间清暑殿，天上广寒宫
+            align(*sentence.split("，"))
+    return pairs | {(y, x) for x, y in pairs}
+
+
+def primer_match(poems: list[str], pairs: set[tuple[str, str]]) -> float:
+    """Share of aligned positions in 律诗 middle couplets whose two characters are a 聲律啓蒙 pair:
+    a word-class check of 对仗 (a few pairs per couplet in real poems, almost none by chance)."""
+    aligned = [(x, y) for p in poems for i, j in ((2, 3), (4, 5))
+               for x, y in zip(poem_lines(p)[i], poem_lines(p)[j])]
+    return _share(xy in pairs for xy in aligned)
 
 
 def coherence(grid: np.ndarray, pmi: PairPMI) -> float:
@@ -459,6 +503,7 @@ class Corpus:
     val_texts: list[str]
     val_titles: list[str]
     train_titles: list[str]
+    primer: set[tuple[str, str]] | None = None  # 聲律啓蒙 pairs, where the book is available
     ids: CharIds = field(init=False)
     couplet_pmi: PairPMI = field(init=False)
     line_pmi: PairPMI = field(init=False)
@@ -494,8 +539,9 @@ def load_corpus(path: str | Path, seed: int = 0) -> Corpus:
     for form in FORMS:
         pool = [texts[i] for i in val if has_shape(texts[i], form)]
         real[form] = [pool[i] for i in rng.permutation(len(pool))]
+    primer = primer_pairs(PRIMER) if PRIMER.is_file() else None
     return Corpus([texts[i] for i in train], real, [texts[i] for i in val], [titles[i] for i in val],
-                  [titles[i] for i in train])
+                  [titles[i] for i in train], primer)
 
 
 def decoding_kwargs(cfg: QualityConfig) -> dict:
@@ -556,7 +602,9 @@ def measure_set(poems: list[str], form: str, corpus: Corpus) -> dict[str, float]
     out = {**repetition_rates(poems), **clash_rates(poems), **vocabulary(poems, corpus.top50),
            "coherence": coherence(grid, corpus.line_pmi),
            "ngram_logprob": ngram_logprob(poems, corpus.lm)}
-    out["parallelism"] = parallelism(grid, corpus.couplet_pmi) if FORMS[form][0] == 8 else None
+    lu = FORMS[form][0] == 8
+    out["parallelism"] = parallelism(grid, corpus.couplet_pmi) if lu else None
+    out["primer_pairs"] = primer_match(poems, corpus.primer) if lu and corpus.primer else None
     return out
 
 
@@ -638,6 +686,7 @@ ROWS = [  # (key, label, format)
     ("distinct_chars", "distinct characters", "int"),
     ("top50_share", "share of top-50 characters", "pct"),
     ("parallelism", "对仗: middle-couplet aligned PMI", "f3"),
+    ("primer_pairs", "对仗: aligned 聲律啓蒙 pairs", "pct"),
     ("coherence", "adjacent-line PMI", "f3"),
     ("ngram_logprob", "3-gram log-prob / char (nats)", "f3"),
 ]
