@@ -201,7 +201,8 @@ def test_decoding_passthrough():
     assert q.decoding_kwargs(q.QualityConfig()) == {}
     cfg = q.parse_args(["--temperature", "1.0", "--top-k", "0", "--top-p", "0.9"])
     assert q.decoding_kwargs(cfg) == {"temperature": 1.0, "top_k": None, "top_p": 0.9}
-    assert q.decoding_kwargs(q.parse_args(["--top-k", "20"])) == {"top_k": 20}
+    assert q.decoding_kwargs(q.parse_args(["--top-k", "20", "--repetition-penalty", "2"])) == {
+        "top_k": 20, "repetition_penalty": 2.0}
 
 
 def test_cli_end_to_end(full_npz, tmp_path, capsys):

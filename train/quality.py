@@ -2,7 +2,8 @@
 
     python -m train.quality                                  # shipped model, 300 poems per form
     python -m train.quality --num-poems 60 --out runs/quality
-    python -m train.quality --temperature 1.0 --top-k 0      # decoding settings (top-k 0 = no limit)
+    python -m train.quality --temperature 1.0 --top-k 0      # decoding settings (top-k 0 = no limit;
+                                                             # also --top-p, --repetition-penalty)
     python -m train.quality --theme 月                       # the theme word goes in `prompt=`
 
 For each form (五绝, 七绝, 五律, 七律) it writes N poems with `Poet.generate` (seeds seed..seed+N-1)
@@ -52,6 +53,7 @@ class QualityConfig:
     temperature: float | None = None     # None = Poet.generate's own default, so "defaults" stay current
     top_k: int | None = None             # None = default; 0 = no limit (generate's top_k=None)
     top_p: float | None = None
+    repetition_penalty: float | None = None
     theme: str | None = None             # given as prompt= (generate has no theme argument)
     seed: int = 1000                     # generation seeds are seed, seed+1, ...; also picks real poems
     folds: int = 5                       # cross-validation folds of the classifier
@@ -553,6 +555,8 @@ def decoding_kwargs(cfg: QualityConfig) -> dict:
         kw["top_k"] = None if cfg.top_k == 0 else cfg.top_k
     if cfg.top_p is not None:
         kw["top_p"] = cfg.top_p
+    if cfg.repetition_penalty is not None:
+        kw["repetition_penalty"] = cfg.repetition_penalty
     return kw
 
 
@@ -792,6 +796,7 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
     p.add_argument("--temperature", type=float, default=None, help="default: generate's default")
     p.add_argument("--top-k", type=int, default=None, help="default: generate's default; 0 = no limit")
     p.add_argument("--top-p", type=float, default=None, help="default: generate's default")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="default: generate's default")
     p.add_argument("--theme", default=None, help="theme word, passed as prompt= (the poem starts with it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--folds", type=int, default=d.folds)
@@ -800,7 +805,8 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
     if a.num_poems < 2 * a.folds:
         p.error(f"--num-poems must be at least {2 * a.folds} (two folds' worth per half)")
     return QualityConfig(data=a.data, model=a.model, num_poems=a.num_poems, forms=tuple(a.forms),
-                         temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, theme=a.theme,
+                         temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
+                         repetition_penalty=a.repetition_penalty, theme=a.theme,
                          seed=a.seed, folds=a.folds, out=a.out)
 
 
