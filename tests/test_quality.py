@@ -58,7 +58,7 @@ def test_shuffled_poems_take_adjacent_lines_from_different_poems(corpus):
 
 
 def test_dieci_is_not_an_accidental_repeat():
-    assert q.accidental_repeat("萧萧风雨夜，落叶满空山。", dieci=True)
+    assert q.accidental_repeat("萧萧风雨夜，落叶满空山。", count_dieci=True)
     assert not q.accidental_repeat("萧萧风雨夜，落叶满空山。")
     assert q.accidental_repeat("风雨萧萧夜，风吹满空山。")         # 风 twice, not adjacent
     assert q.accidental_repeat("萧萧风雨夜，落叶萧萧山。")          # the same 叠字 again in another line

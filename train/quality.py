@@ -46,6 +46,8 @@ PUNCT = "，。？！；：、"
 
 @dataclass
 class QualityConfig:
+    """One measurement run; the command line fills it (see parse_args)."""
+
     data: str = "data/tang.npz"
     model: str | None = None             # None = the shipped checkpoint (poetry_model.load())
     num_poems: int = 300                 # per form, generated and real alike
@@ -96,15 +98,15 @@ def shuffled_poems(poems: list[str]) -> list[str]:
 # Repetition, season and time of day
 
 
-def accidental_repeat(text: str, dieci: bool = False) -> bool:
-    """Does some character occur twice in the poem? With dieci=False, 叠字 don't count.
+def accidental_repeat(text: str, count_dieci: bool = False) -> bool:
+    """Does some character occur twice in the poem? 叠字 count only with count_dieci=True.
 
     叠字 (adjacent reduplication inside a line, 萧萧, 悠悠) is a device real poets use on purpose,
     so a run of one character inside a line counts once; what remains repeated is the kind of
     repetition a reader notices as a slip (the same word twice in four lines)."""
     seen: set[str] = set()
     for line in poem_lines(text):
-        units = line if dieci else [c for k, c in enumerate(line) if k == 0 or line[k - 1] != c]
+        units = line if count_dieci else [c for k, c in enumerate(line) if k == 0 or line[k - 1] != c]
         for c in units:
             if c in seen:
                 return True
@@ -114,7 +116,7 @@ def accidental_repeat(text: str, dieci: bool = False) -> bool:
 
 def repetition_rates(poems: list[str]) -> dict[str, float]:
     """Shares of poems with any repeated character, and with a repeat that is not 叠字."""
-    return {"repeat_any": _share(accidental_repeat(p, dieci=True) for p in poems),
+    return {"repeat_any": _share(accidental_repeat(p, count_dieci=True) for p in poems),
             "repeat_accidental": _share(accidental_repeat(p) for p in poems)}
 
 
