@@ -146,6 +146,13 @@ def find_corpus(model: str | Path) -> Path | None:
     return _model_file(model, CORPUS_FILE)
 
 
+def find_couplets(model: str | Path) -> Path | None:
+    """The 对仗 table (`couplets.npz`) shipped with a model folder or Hub repo, or None when it has none."""
+    from .couplets import COUPLETS_FILE
+
+    return _model_file(model, COUPLETS_FILE)
+
+
 def cache_dir() -> Path:
     """Where built indexes of model-folder corpora are kept: $POETRY_CACHE, else ~/.cache/poetry_model."""
     return Path(os.environ.get("POETRY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

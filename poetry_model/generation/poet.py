@@ -52,7 +52,8 @@ from typing import Any
 import torch
 
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import CorpusIndex, LineIndex, copy_report, find_corpus, find_line_index
+from ..couplets import CoupletTable
+from ..novelty import CorpusIndex, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
 from .config import GenerationConfig, Settings, validate
@@ -97,6 +98,7 @@ class Poem:
     rank: int
     relaxations: list[str]
     settings: dict
+    parallelism: list[float] | None = None  # each couplet's mean aligned PMI (lines 1-2, 3-4, …); forms only
     report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
 
     @cached_property
@@ -154,7 +156,7 @@ class Poet:
     every multi-threaded op waits for its slowest thread (measured 20x slower here)."""
 
     def __init__(self, model: PoetryLSTM, device: torch.device | str = "cpu", *, lines: LineIndex | None = None,
-                 corpus: str | Path | None = None, threads: int = 1):
+                 corpus: str | Path | None = None, threads: int = 1, couplets: CoupletTable | None = None):
         if model.vocab is None:
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
@@ -169,6 +171,8 @@ class Poet:
         self.token_classes = TokenClasses(self.vocab.tokens)
         self.mask_vectors = MaskVectors(self.token_classes.keep)
         self.stepper = Stepper(self.model)
+        self.couplets = couplets
+        self._partners = None
 
     def refresh(self) -> None:
         """Rebuild the decoding copies of the weights on next use: call after changing them in place."""
@@ -198,6 +202,22 @@ class Poet:
         if self.lines is None and self.corpus_index() is not None:
             self.lines = self.corpus_index().line_index()
         return self.lines
+
+    def couplet_partners(self):
+        """For each token id, its 对仗 partners' ids and aligned PMI (None without a couplet table)."""
+        if self._partners is None and self.couplets is not None:
+            with self._lazy:
+                if self._partners is None:
+                    self._partners = self.couplets.partners(self.vocab.tokens)
+        return self._partners
+
+    def couplet_scores(self, lines: list[str]) -> list[float] | None:
+        """Each couplet's parallelism (mean aligned PMI of lines 1-2, 3-4, … under the couplet table) of a
+        绝句 or 律诗 in the model's script (`lines` with their punctuation)."""
+        han = [line[:-1] for line in lines]
+        if self.couplets is None or len(han) not in (4, 8) or len({len(x) for x in han}) != 1:
+            return None
+        return [round(self.couplets.score(han[k], han[k + 1]), 3) for k in range(0, len(han), 2)]
 
     def form_masks(self):
         """The prosody engine's masks over this vocabulary (built once)."""
@@ -295,11 +315,13 @@ class Poet:
         copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
         parts = score_parts(mean, report, copy)
-        return Poem(text=text, lines=split_with_punctuation(text), score=round(sum(parts.values()), 4),
+        lines = split_with_punctuation(text)
+        return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
                     sampled_tokens=row.sampled, copy=copy,
                     form=s.form, script=s.script, seed=s.seed, candidate=i, rank=0,
                     relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=dict(settings),
+                    parallelism=self.couplet_scores(split_with_punctuation(model_text)) if s.form != "free" else None,
                     report=report)
 
     @staticmethod
@@ -342,4 +364,6 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
     model = PoetryLSTM.from_pretrained(path_or_repo_id, map_location=str(dev))
     if corpus == MODEL_CORPUS:
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
-    return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus)
+    table = find_couplets(path_or_repo_id)
+    return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
+                couplets=CoupletTable.load(table) if table else None)
