@@ -310,7 +310,7 @@ RAW_BAD_INPUTS = [  # JSON values gradio_client refuses to send: straight over H
     ("rhyme-strength-minus-infinity", 4, "-Infinity", "rhyme_strength must be"),
     ("seed-object", 12, '{"a": 1}', "seed must be"),
 ]
-DEFAULT_DATA = ["", "", "自由", True, 1.0, True, 1.0, 0.8, 50, 0.95, "", 1, -1, "auto"]
+DEFAULT_DATA = ["", "", "自由", True, 1.0, True, 1.0, 0.85, 0, 0.95, "", 1, -1, "auto"]
 
 
 def test_the_server_refuses_30_kinds_of_bad_input_and_keeps_serving(server, client):

@@ -61,6 +61,7 @@ class QualityConfig:
     dieci: bool | None = None
     parallelism: str | None = None
     parallel_strength: float | None = None
+    season_strength: float | None = None
     theme: str | None = None             # given as prompt= (generate has no theme argument)
     seed: int = 1000                     # generation seeds are seed, seed+1, ...; also picks real poems
     folds: int = 5                       # cross-validation folds of the classifier
@@ -534,7 +535,7 @@ def decoding_kwargs(cfg: QualityConfig) -> dict:
         kw["top_p"] = cfg.top_p
     if cfg.repetition_penalty is not None:
         kw["repetition_penalty"] = cfg.repetition_penalty
-    for name in ("dieci", "parallelism", "parallel_strength"):
+    for name in ("dieci", "parallelism", "parallel_strength", "season_strength"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)
     return kw
@@ -556,7 +557,7 @@ def generate_poems(poet, form: str, cfg: QualityConfig) -> tuple[list[str], dict
             poem = result[0]
             settings = settings or {k: poem.settings[k] for k in ("temperature", "top_k", "top_p",
                                                                   "repetition_penalty", "dieci", "parallelism",
-                                                                  "parallel_strength", "rhyme", "tones",
+                                                                  "parallel_strength", "season_strength", "rhyme", "tones",
                                                                   "avoid_copies") if k in poem.settings}
             if has_shape(poem.text, form):
                 texts.append(poem.text)
@@ -782,6 +783,7 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
                    help="叠字 exempt from the repetition penalty (default: generate's default)")
     p.add_argument("--parallelism", default=None, choices=["auto", "on", "off"], help="default: generate's default")
     p.add_argument("--parallel-strength", type=float, default=None, help="default: generate's default")
+    p.add_argument("--season-strength", type=float, default=None, help="default: generate's default")
     p.add_argument("--theme", default=None, help="theme word, passed as prompt= (the poem starts with it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--folds", type=int, default=d.folds)
@@ -792,7 +794,8 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
     return QualityConfig(data=a.data, model=a.model, num_poems=a.num_poems, forms=tuple(a.forms),
                          temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                          repetition_penalty=a.repetition_penalty, dieci=a.dieci, parallelism=a.parallelism,
-                         parallel_strength=a.parallel_strength, theme=a.theme,
+                         parallel_strength=a.parallel_strength,
+                         season_strength=a.season_strength, theme=a.theme,
                          seed=a.seed, folds=a.folds, out=a.out)
 
 

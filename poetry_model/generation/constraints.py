@@ -358,6 +358,33 @@ class NoRepeatPairs(Constraint):
         self.prev[i] = tok if self.tc.char[tok] else None
 
 
+SEASON_OPPOSITES = {"春": "秋", "秋": "春", "夏": "冬", "冬": "夏"}
+
+
+class Season(Constraint):
+    """Once a poem names a season (春 夏 秋 冬, the prompt included), the opposite one is lowered by
+    `strength` nats (10: in effect banned), unless the request's own text (prompt, acrostic, style)
+    names both of the pair. Acrostic heads are forced and never lowered."""
+
+    name = "season"
+
+    def __init__(self, rows: int, vocab_size: int, strength: float, index: dict[str, int], asked: str):
+        self.opposite = {index[a]: index[b] for a, b in SEASON_OPPOSITES.items()
+                         if a in index and b in index and not (a in asked and b in asked)}
+        self.strength = np.float32(strength)
+        self.nats = np.zeros((rows, vocab_size), np.float32)
+        self.named = [False] * rows
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        return self.nats[i] if self.named[i] else None
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        opposite = self.opposite.get(tok)
+        if opposite is not None:
+            self.nats[i, opposite] = -self.strength
+            self.named[i] = True
+
+
 class CopyGuard(Constraint):
     """`avoid_copies`: a token that would complete a corpus line is refused and the step resampled."""
 
@@ -402,6 +429,8 @@ def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: 
     if s.tone_strength > 0:
         out.append(Tone(vectors, s.tone_strength))
     out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))
+    if s.season_strength > 0:
+        out.append(Season(rows, len(tokens), s.season_strength, index, s.prompt + s.acrostic + s.style))
     second_lines = parallel_lines(s)
     if second_lines and s.parallel_strength > 0 and partners is not None:
         out.append(Parallelism(rows, len(tokens), partners, second_lines, s.parallel_strength, classes))
