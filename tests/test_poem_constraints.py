@@ -70,3 +70,14 @@ def test_parallelism_is_optional_for_jueju(poet):
     mean = lambda poems: np.mean([p[0].parallelism for p in poems])  # noqa: E731
     assert mean(on) > mean(off) + 0.3
     assert [p[0].settings["parallelism"] for p in off[:1]] == ["auto"]
+
+
+def test_season_named_once_keeps_its_opposite_away(poet):
+    from train.quality import season_clash
+
+    off = texts(poet, form="七律", season_strength=0.0)
+    on = texts(poet, form="七律", season_strength=10.0)
+    assert sum(map(season_clash, on)) == 0 < sum(map(season_clash, off))
+    # A prompt naming both seasons asks for them: the pair is left alone.
+    both = poet.generate(prompt="春去又秋来，", form="五绝", seed=1, season_strength=10.0)[0].text
+    assert "春" in both and "秋" in both

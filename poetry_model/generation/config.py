@@ -69,7 +69,7 @@ class GenerationConfig:
                               choices=PARALLELISM)
     parallel_strength: float = option(1.0, "对仗 bias: nats per unit of aligned-pair PMI toward the characters that "
                                            "stand opposite in real couplets (0 = off)", lo=0, hi=MAX_PARALLEL)
-    season_strength: float = option(0.0, "once a poem names a season (春夏秋冬), nats taken from the opposite one "
+    season_strength: float = option(3.0, "once a poem names a season (春夏秋冬), nats taken from the opposite one "
                                          "unless the prompt, acrostic or style names both (0 = off, 10 = banned)",
                                     lo=0, hi=MAX_SEASON)
     style: str = option("", "text fed to the model first to set the mood, never printed", limit=MAX_STYLE)
