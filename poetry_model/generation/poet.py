@@ -41,6 +41,7 @@ Score (higher is better), each part returned in `score_parts`:
 """
 from __future__ import annotations
 
+import inspect
 import threading
 import warnings
 from contextlib import contextmanager
@@ -346,6 +347,21 @@ class Poet:
         self.decode([request])
         return _finished_text(self.vocab.decode(request.rows[0].tokens))
 
+
+
+def _generate_signature() -> inspect.Signature:
+    """Poet.generate's signature as GenerationConfig declares it (prompt, then every option with its default),
+    so that help(), inspect and IDEs show the real parameters."""
+    kind = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=GenerationConfig.default("prompt"), annotation="str")]
+    params += [inspect.Parameter(f.name, kind, default=f.default, annotation=f.type)
+               for f in fields(GenerationConfig) if f.name != "prompt"]
+    return inspect.Signature(params, return_annotation="list[Poem]")
+
+
+Poet.generate.__signature__ = _generate_signature()
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
          corpus: str | Path | None = MODEL_CORPUS) -> Poet:
