@@ -21,13 +21,20 @@ in this order:
   has as many lines as heads);
 * rhyme and tone masks of the form: strength 1 bans off-pattern characters, a strength s < 1
   multiplies their probability by (1 - s), 0 ignores them;
-* repetition: every earlier use of a character subtracts `repetition_penalty` nats, and a pair
-  of characters never repeats (so the text cannot loop);
+* repetition: every earlier use of a character subtracts `repetition_penalty` nats (a 叠字, a
+  character doubling the one before it inside a line, is exempt with `dieci`), and a pair of
+  characters never repeats (so the text cannot loop);
+* seasons: once a poem names 春/夏/秋/冬, the opposite season loses `season_strength` nats
+  (unless the prompt, acrostic or style names both);
+* 对仗 (`parallelism`, `parallel_strength`): lines 4 and 6 of a 律诗 (and a 绝句's 2 and 4 with
+  "on") lean toward the characters that stand opposite line 3/5's in real couplets (the model
+  folder's `couplets.npz`) and share no character with it; each poem's `parallelism` lists its
+  couplets' aligned PMI;
 * novelty (`avoid_copies`): when the sampled token would complete a line that exists in the
   corpus (a hash lookup), that token is banned and the step resampled for that candidate; the
   poem reports how often this happened;
 then temperature (0 = greedy), top-k and top-p pick the token. A hard constraint that would leave
-no character at all is dropped for that step (repetition bans first, then tone, then rhyme; never
+no character at all is dropped for that step (对仗 first, then repetition bans, tone, rhyme; never
 the structure) and the drop is listed in the poem's `relaxations`. No loop can hang: the number
 of steps is capped by `max_length`. Input in either script is mapped to the model's (OpenCC);
 characters it cannot represent raise UnknownCharactersError, which lists them.
@@ -245,7 +252,8 @@ class Poet:
 
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
-        repetition_penalty, style, num_candidates, seed, max_length, script, avoid_copies.
+        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, style, num_candidates,
+        seed, max_length, script, avoid_copies.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
         self.decode([request])
