@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from poetry_model.corpus_index import write_corpus
 from poetry_model.couplets import COUPLETS_FILE, CoupletTable
 from poetry_model.data import load_npz, split_indices
 from poetry_model.files import replace_dir, temporary_name
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
-from poetry_model.novelty import write_corpus, write_line_hashes
+from poetry_model.novelty import write_line_hashes
 from train.run_info import TRAINING_FILE, training_info
 
 

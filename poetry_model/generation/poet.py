@@ -59,9 +59,10 @@ from typing import Any
 
 import torch
 
+from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import CorpusIndex, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
+from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
 from .config import GenerationConfig, Settings, validate
