@@ -128,8 +128,9 @@ from poetry_model.generation.config import (  # noqa: E402  (light: no torch)
 
 APP_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
               "top_k", "top_p", "style", "num_candidates", "seed", "script")
-# The library's defaults, in this app's conventions: the form by its Chinese name, seed -1 = random.
-DEFAULTS: dict[str, Any] = {**{k: GenerationConfig.default(k) for k in APP_PARAMS}, "form": "自由", "seed": -1}
+# The library's defaults, in this app's conventions: the form by its Chinese name, seed -1 = random, top_k 0 = no limit.
+DEFAULTS: dict[str, Any] = {**{k: GenerationConfig.default(k) for k in APP_PARAMS}, "form": "自由", "seed": -1,
+                            "top_k": GenerationConfig.default("top_k") or 0}
 D = DEFAULTS
 PARAMS = APP_PARAMS
 

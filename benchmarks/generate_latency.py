@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from classic_book import ClassicPoetryModel  # noqa: E402
 
+from poetry_model.corpus_index import CorpusIndex  # noqa: E402
 from poetry_model.data import load_npz  # noqa: E402
 from poetry_model.generation import (  # noqa: E402
     Poet,
@@ -46,7 +47,7 @@ from poetry_model.generation import (  # noqa: E402
     torch_threads,
 )
 from poetry_model.model import PoetryConfig, PoetryLSTM  # noqa: E402
-from poetry_model.novelty import CorpusIndex, LineIndex, copy_report  # noqa: E402
+from poetry_model.novelty import LineIndex, copy_report  # noqa: E402
 
 QILV_TOKENS = 8 * 8 + 1  # 8 lines of 7 characters and a punctuation mark, then <EOP>
 # The classic loop's start words: it feeds them one forward pass each, then decodes greedily, so a

@@ -206,7 +206,9 @@ def test_tone_switch_and_strength(client):
 
 
 def test_temperature_zero_top_k_one_and_tiny_top_p_are_greedy(client):
-    for kw in (dict(temperature=0.0), dict(top_k=1), dict(top_p=0.01)):
+    # The test model is nearly flat: over its whole vocabulary a 1% nucleus holds dozens of characters,
+    # so tiny top_p is greedy within a top-k shortlist (the library's default has none).
+    for kw in (dict(temperature=0.0), dict(top_k=1), dict(top_p=0.01, top_k=50)):
         assert poem(client, seed=1, **kw)["text"] == poem(client, seed=2, **kw)["text"], kw
     assert poem(client, seed=1, temperature=1.0)["text"] != poem(client, seed=2, temperature=1.0)["text"]
     assert poem(client, seed=1, top_k=0)["settings"]["top_k"] is None  # 0 = no limit
@@ -310,7 +312,7 @@ RAW_BAD_INPUTS = [  # JSON values gradio_client refuses to send: straight over H
     ("rhyme-strength-minus-infinity", 4, "-Infinity", "rhyme_strength must be"),
     ("seed-object", 12, '{"a": 1}', "seed must be"),
 ]
-DEFAULT_DATA = ["", "", "自由", True, 1.0, True, 1.0, 0.8, 50, 0.95, "", 1, -1, "auto"]
+DEFAULT_DATA = ["", "", "自由", True, 1.0, True, 1.0, 0.85, 0, 0.95, "", 1, -1, "auto"]
 
 
 def test_the_server_refuses_30_kinds_of_bad_input_and_keeps_serving(server, client):

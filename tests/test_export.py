@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from poetry_model.corpus_index import read_corpus
 from poetry_model.data import load_npz
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
-from poetry_model.novelty import CORPUS_FILE, LINE_HASH_FILE, read_corpus
+from poetry_model.novelty import CORPUS_FILE, LINE_HASH_FILE
 from train.export import export
 
 

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from poetry_model.__main__ import main
+from poetry_model.corpus_index import CorpusIndex
 from poetry_model.data import load_npz, save_npz
 from poetry_model.generation import FORM_LINES, LINE_ENDS, MAX_CANDIDATES, MAX_FREE_LINE, MaskVectors, Poet, load
 from poetry_model.model import PoetryConfig, PoetryLSTM
-from poetry_model.novelty import CorpusIndex, LineIndex, find_line_index, hash_lines, line_hash, write_line_hashes
+from poetry_model.novelty import LineIndex, find_line_index, hash_lines, line_hash, write_line_hashes
 from poetry_model.prosody import analyze
 from poetry_model.vocab import UnknownCharactersError, to_script
 

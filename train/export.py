@@ -5,7 +5,8 @@
 Weights are stored as float16 (half the size; `from_pretrained` casts them back to float32, and
 the logits move by about 1e-3), `corpus_lines.npy` holds the hashes of every corpus line so the copy
 guard works where the corpus is absent, `corpus.npz` the corpus itself, compressed (about 4 MB), so
-the copy report names the nearest corpus poem on any machine, `training.json` keeps the run's summary (recipe, compute
+the copy report names the nearest corpus poem on any machine, `couplets.npz` the 对仗 table of the
+train split's 律诗 middle couplets (poetry_model.couplets), `training.json` keeps the run's summary (recipe, compute
 time, epochs) for the evaluation and the model card, and the card is kept. The new folder is written
 beside the output and checked to load before it takes the output's place (`replace_dir`: at every
 moment the output or its `.old` copy is a complete folder).
@@ -20,11 +21,21 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from poetry_model.data import load_npz
+from poetry_model.corpus_index import write_corpus
+from poetry_model.couplets import COUPLETS_FILE, CoupletTable
+from poetry_model.data import load_npz, split_indices
 from poetry_model.files import replace_dir, temporary_name
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
-from poetry_model.novelty import write_corpus, write_line_hashes
+from poetry_model.novelty import write_line_hashes
 from train.run_info import TRAINING_FILE, training_info
+
+
+def write_couplets(dataset, folder: Path) -> Path:
+    """The 对仗 table (`couplets.npz`, about 0.2 MB) learned from the train split's real 律诗 middle couplets."""
+    train, _ = split_indices(len(dataset))
+    path = folder / COUPLETS_FILE
+    CoupletTable.learn([dataset.poem_text(i) for i in train]).save(path)
+    return path
 
 
 def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -42,6 +53,7 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     save_file(state, str(tmp / WEIGHTS_FILE))
     write_line_hashes(dataset, tmp)
     write_corpus(dataset, tmp)
+    write_couplets(dataset, tmp)
     summary = training_info(str(model_dir))
     if summary:
         (tmp / TRAINING_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

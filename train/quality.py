@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from poetry_model.couplets import PairPMI, couplet_pairs  # noqa: F401 - the measures' PMI and 对仗 pairs
+
 FORMS = {"五绝": (4, 5), "七绝": (4, 7), "五律": (8, 5), "七律": (8, 7)}  # form -> (lines, chars per line)
 PUNCT = "，。？！；：、"
 
@@ -56,6 +58,10 @@ class QualityConfig:
     top_k: int | None = None             # None = default; 0 = no limit (generate's top_k=None)
     top_p: float | None = None
     repetition_penalty: float | None = None
+    dieci: bool | None = None
+    parallelism: str | None = None
+    parallel_strength: float | None = None
+    season_strength: float | None = None
     theme: str | None = None             # given as prompt= (generate has no theme argument)
     seed: int = 1000                     # generation seeds are seed, seed+1, ...; also picks real poems
     folds: int = 5                       # cross-validation folds of the classifier
@@ -162,36 +168,6 @@ class CharIds:
         pos = np.clip(np.searchsorted(self.points, cp), 0, len(self.points) - 1)
         ids = np.where(self.points[pos] == cp, pos + 1, 0)
         return ids.reshape(len(poems), n, L)
-
-
-class PairPMI:
-    """Smoothed PMI of unordered character pairs counted in some relation (aligned, adjacent lines).
-
-    pmi(x, y) = log((c(x,y) + 1) / (E(x,y) + 1)), E = c(x) c(y) / total, the count independence
-    predicts. The +1 pulls rare and unseen pairs toward 0 instead of toward -inf or +inf, so a few
-    chance co-occurrences in 30k poems cannot dominate a score."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, size: int):
-        keep = (x > 0) & (y > 0)
-        x, y = x[keep], y[keep]
-        both_x, both_y = np.concatenate([x, y]), np.concatenate([y, x])  # unordered: count both ways
-        self.size = size
-        self.codes, self.counts = np.unique(both_x * size + both_y, return_counts=True)
-        self.marginal = np.bincount(both_x, minlength=size).astype(np.float64)
-        self.total = float(len(both_x))
-
-    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        codes = x * self.size + y
-        pos = np.clip(np.searchsorted(self.codes, codes), 0, len(self.codes) - 1)
-        c = np.where(self.codes[pos] == codes, self.counts[pos], 0).astype(np.float64)
-        expected = self.marginal[x] * self.marginal[y] / self.total
-        return np.log((c + 1.0) / (expected + 1.0))
-
-
-def couplet_pairs(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned character pairs of the middle couplets (lines 3-4 and 5-6) of 律诗 grids."""
-    return (np.concatenate([grid[:, 2].ravel(), grid[:, 4].ravel()]),
-            np.concatenate([grid[:, 3].ravel(), grid[:, 5].ravel()]))
 
 
 def adjacent_pairs(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -559,6 +535,9 @@ def decoding_kwargs(cfg: QualityConfig) -> dict:
         kw["top_p"] = cfg.top_p
     if cfg.repetition_penalty is not None:
         kw["repetition_penalty"] = cfg.repetition_penalty
+    for name in ("dieci", "parallelism", "parallel_strength", "season_strength"):
+        if getattr(cfg, name) is not None:
+            kw[name] = getattr(cfg, name)
     return kw
 
 
@@ -577,7 +556,8 @@ def generate_poems(poet, form: str, cfg: QualityConfig) -> tuple[list[str], dict
                 continue
             poem = result[0]
             settings = settings or {k: poem.settings[k] for k in ("temperature", "top_k", "top_p",
-                                                                  "repetition_penalty", "rhyme", "tones",
+                                                                  "repetition_penalty", "dieci", "parallelism",
+                                                                  "parallel_strength", "season_strength", "rhyme", "tones",
                                                                   "avoid_copies") if k in poem.settings}
             if has_shape(poem.text, form):
                 texts.append(poem.text)
@@ -799,6 +779,11 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
     p.add_argument("--top-k", type=int, default=None, help="default: generate's default; 0 = no limit")
     p.add_argument("--top-p", type=float, default=None, help="default: generate's default")
     p.add_argument("--repetition-penalty", type=float, default=None, help="default: generate's default")
+    p.add_argument("--dieci", default=None, action=argparse.BooleanOptionalAction,
+                   help="叠字 exempt from the repetition penalty (default: generate's default)")
+    p.add_argument("--parallelism", default=None, choices=["auto", "on", "off"], help="default: generate's default")
+    p.add_argument("--parallel-strength", type=float, default=None, help="default: generate's default")
+    p.add_argument("--season-strength", type=float, default=None, help="default: generate's default")
     p.add_argument("--theme", default=None, help="theme word, passed as prompt= (the poem starts with it)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--folds", type=int, default=d.folds)
@@ -808,7 +793,9 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
         p.error(f"--num-poems must be at least {2 * a.folds} (two folds' worth per half)")
     return QualityConfig(data=a.data, model=a.model, num_poems=a.num_poems, forms=tuple(a.forms),
                          temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                         repetition_penalty=a.repetition_penalty, theme=a.theme,
+                         repetition_penalty=a.repetition_penalty, dieci=a.dieci, parallelism=a.parallelism,
+                         parallel_strength=a.parallel_strength,
+                         season_strength=a.season_strength, theme=a.theme,
                          seed=a.seed, folds=a.folds, out=a.out)
 
 

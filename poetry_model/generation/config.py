@@ -4,7 +4,7 @@ line (`add_arguments`) and the app's widgets are derived from them.
 
     cfg = GenerationConfig(form="七绝", acrostic="春夏秋冬", seed=7)
     settings = validate(poet.vocab, cfg)      # -> Settings: resolved, in the model's script
-    GenerationConfig.default("temperature")   # 0.8
+    GenerationConfig.default("temperature")   # 0.85
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ MAX_PROMPT, MAX_ACROSTIC, MAX_STYLE = 100, 16, 64
 MAX_CANDIDATES, MAX_LENGTH, DEFAULT_MAX_LENGTH = 64, 512, 124
 MAX_TEMPERATURE, MAX_REPETITION_PENALTY = 10.0, 10.0
 MAX_SEED = 2**63 - 1
+MAX_PARALLEL = MAX_SEASON = 10.0
+PARALLELISM = ("auto", "on", "off")
 
 
 # Cost model: the work of a request is the characters its candidates decode. Each candidate reads
@@ -82,14 +84,24 @@ class GenerationConfig:
                                         "0 = off", lo=0, hi=1)
     tone_strength: float = option(1.0, "0..1: 1 = hard mask, s < 1 multiplies off-tone probabilities by 1 - s, "
                                        "0 = off", lo=0, hi=1)
-    temperature: float = option(0.8, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
+    # Decoding defaults chosen by measurement (train/quality.py, docs/quality.md: "Decoding grid").
+    temperature: float = option(0.85, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
                                 flags=("-t", "--temperature"))
-    top_k: int | None = option(50, "sample among the k most likely tokens (None = no limit; above the vocabulary "
+    top_k: int | None = option(None, "sample among the k most likely tokens (None = no limit; above the vocabulary "
                                    "size = all of it)", lo=1, hi=2**62)
     top_p: float = option(0.95, "nucleus sampling: the smallest head of the distribution with this mass",
                           lo=0, hi=1, open_low=True)
-    repetition_penalty: float = option(1.0, "nats subtracted per earlier use of a character",
+    repetition_penalty: float = option(1.5, "nats subtracted per earlier use of a character (叠字 exempt with dieci)",
                                        lo=0, hi=MAX_REPETITION_PENALTY)
+    dieci: bool = option(True, "叠字: a character may double the one before it inside a line (萧萧) free of the "
+                               "repetition penalty, the pair counting as one use", flags=("--no-dieci",))
+    parallelism: str = option("auto", "对仗: auto (律诗 middle couplets), on (also a 绝句's 2nd and 4th lines) or off",
+                              choices=PARALLELISM)
+    parallel_strength: float = option(1.0, "对仗 bias: nats per unit of aligned-pair PMI toward the characters that "
+                                           "stand opposite in real couplets (0 = off)", lo=0, hi=MAX_PARALLEL)
+    season_strength: float = option(3.0, "once a poem names a season (春夏秋冬), nats taken from the opposite one "
+                                         "unless the prompt, acrostic or style names both (0 = off, 10 = banned)",
+                                    lo=0, hi=MAX_SEASON)
     style: str = option("", "text fed to the model first to set the mood, never printed", limit=MAX_STYLE)
     num_candidates: int = option(1, "poems written, ranked best first (identical ones merged)",
                                  lo=1, hi=MAX_CANDIDATES, flags=("-n", "--num-candidates"))
@@ -143,6 +155,10 @@ class Settings:
     top_k: int | None
     top_p: float
     repetition_penalty: float
+    dieci: bool
+    parallelism: str
+    parallel_strength: float
+    season_strength: float
     style: str
     num_candidates: int
     seed: int
@@ -226,6 +242,12 @@ def _in_range(name: str, value: Any, is_int: bool = False) -> Any:
     return check_number(name, value, m["lo"], m["hi"], open_low=m["open_low"])
 
 
+def _choice(name: str, value: Any, choices: tuple) -> Any:
+    if not isinstance(value, str) or value not in choices:
+        raise _fail(name, value, f"one of {', '.join(choices)}")
+    return value
+
+
 def clean_acrostic(text: str) -> str:
     """The head characters of an acrostic: punctuation, spaces and invisible characters removed."""
     return "".join(ch for ch in text if unicodedata.category(ch)[0] not in "PZC")
@@ -293,7 +315,10 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         tones=check_flag("tones", c.tones), rhyme_strength=_in_range("rhyme_strength", c.rhyme_strength),
         tone_strength=_in_range("tone_strength", c.tone_strength), temperature=_in_range("temperature", c.temperature),
         top_k=top_k, top_p=_in_range("top_p", c.top_p),
-        repetition_penalty=_in_range("repetition_penalty", c.repetition_penalty),
+        repetition_penalty=_in_range("repetition_penalty", c.repetition_penalty), dieci=check_flag("dieci", c.dieci),
+        parallelism=_choice("parallelism", c.parallelism, PARALLELISM),
+        parallel_strength=_in_range("parallel_strength", c.parallel_strength),
+        season_strength=_in_range("season_strength", c.season_strength),
         style=style, num_candidates=_in_range("num_candidates", c.num_candidates, is_int=True),
         seed=secrets.randbelow(2**31) if c.seed is None else _in_range("seed", c.seed, is_int=True),
         max_length=max_length, script=out_script, avoid_copies=check_flag("avoid_copies", c.avoid_copies))

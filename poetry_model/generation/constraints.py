@@ -263,20 +263,72 @@ class Tone(Rhyme):
 
 
 class Repetition(Constraint):
-    """Every earlier use of a character subtracts `penalty` nats from it (soft: never dropped)."""
+    """Every earlier use of a character subtracts `penalty` nats from it (soft: never dropped).
+
+    With `dieci` (叠字), a character may double the one just before it inside a line (萧萧, 悠悠) free
+    of the penalty, as real poems do, and the doubled pair counts as one use: only repeats elsewhere
+    in the poem, the ones a reader notices as slips, are discouraged (a penalty of ~10 nats bans them)."""
 
     name = "repetition"
 
-    def __init__(self, rows: int, vocab_size: int, penalty: float, classes: TokenClasses):
+    def __init__(self, rows: int, vocab_size: int, penalty: float, classes: TokenClasses, dieci: bool = False):
         self.nats = np.zeros((rows, vocab_size), np.float32)
-        self.penalty, self.tc = penalty, classes
+        self.penalty, self.tc, self.dieci = penalty, classes, dieci
+        self.prev: list[int | None] = [None] * rows   # the line's previous character, if it may be doubled
 
     def layer(self, i: int, row: Row) -> np.ndarray:
-        return self.nats[i]
+        prev = self.prev[i]
+        if prev is None or not self.penalty:
+            return self.nats[i]
+        vec = self.nats[i].copy()
+        vec[prev] += np.float32(self.penalty)  # its own use just before does not count against a 叠字
+        return vec
 
     def advance(self, i: int, row: Row, tok: int) -> None:
-        if tok != self.tc.eop_id and not self.tc.line_end[tok]:
-            self.nats[i, tok] -= self.penalty
+        if tok == self.tc.eop_id or self.tc.line_end[tok]:
+            self.prev[i] = None
+            return
+        if self.dieci and tok == self.prev[i]:
+            self.prev[i] = None  # one doubling: a third in a row is an ordinary repeat
+            return
+        self.nats[i, tok] -= self.penalty
+        self.prev[i] = tok if self.dieci and self.tc.char[tok] else None
+
+
+class Parallelism(Constraint):
+    """对仗: while writing the second line of a parallel couplet, each character is drawn toward the
+    characters that stand opposite the first line's character at the same position in real 律诗
+    middle couplets (`strength` nats per unit of their aligned PMI, positive PMIs only), and no
+    character of the first line may appear in the second. Position alignment implies the same word
+    structure. Dropped first when nothing else would be left."""
+
+    name, priority = "parallelism", 0
+
+    def __init__(self, rows: int, vocab_size: int, partners: list[tuple[np.ndarray, np.ndarray]],
+                 second_lines: frozenset[int], strength: float, classes: TokenClasses):
+        self.partners, self.second_lines, self.strength, self.tc = partners, second_lines, strength, classes
+        self.vocab_size = vocab_size
+        self.last: list[list[int]] = [[] for _ in range(rows)]   # the previous line's characters
+        self.cur: list[list[int]] = [[] for _ in range(rows)]
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        first, j = self.last[i], len(self.cur[i])
+        if row.lines_done not in self.second_lines or j >= len(first):
+            return None
+        vec = np.zeros(self.vocab_size, np.float32)
+        ids, pmi = self.partners[first[j]]
+        vec[ids] = pmi * np.float32(self.strength)
+        vec[first] = -np.inf
+        return vec
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        if tok == self.tc.eop_id:
+            return
+        if self.tc.line_end[tok]:
+            if self.cur[i]:
+                self.last[i], self.cur[i] = self.cur[i], []
+        elif self.tc.char[tok]:
+            self.cur[i].append(tok)
 
 
 class NoRepeatPairs(Constraint):
@@ -306,6 +358,33 @@ class NoRepeatPairs(Constraint):
         self.prev[i] = tok if self.tc.char[tok] else None
 
 
+SEASON_OPPOSITES = {"春": "秋", "秋": "春", "夏": "冬", "冬": "夏"}
+
+
+class Season(Constraint):
+    """Once a poem names a season (春 夏 秋 冬, the prompt included), the opposite one is lowered by
+    `strength` nats (10: in effect banned), unless the request's own text (prompt, acrostic, style)
+    names both of the pair. Acrostic heads are forced and never lowered."""
+
+    name = "season"
+
+    def __init__(self, rows: int, vocab_size: int, strength: float, index: dict[str, int], asked: str):
+        self.opposite = {index[a]: index[b] for a, b in SEASON_OPPOSITES.items()
+                         if a in index and b in index and not (a in asked and b in asked)}
+        self.strength = np.float32(strength)
+        self.nats = np.zeros((rows, vocab_size), np.float32)
+        self.named = [False] * rows
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        return self.nats[i] if self.named[i] else None
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        opposite = self.opposite.get(tok)
+        if opposite is not None:
+            self.nats[i, opposite] = -self.strength
+            self.named[i] = True
+
+
 class CopyGuard(Constraint):
     """`avoid_copies`: a token that would complete a corpus line is refused and the step resampled."""
 
@@ -331,15 +410,30 @@ class CopyGuard(Constraint):
         return row.line + self.tokens[tok] if row.state.closes_after_char() and self.tc.char[tok] else None
 
 
+def parallel_lines(s: Settings) -> frozenset[int]:
+    """0-based indices of the lines written parallel to the line before: a 律诗's 4th and 6th lines
+    (parallelism "auto" or "on"), a 绝句's 2nd and 4th ("on" only); none in free verse."""
+    if s.parallelism == "off" or s.lines not in (4, 8) or s.form == "free":
+        return frozenset()
+    if s.lines == 8:
+        return frozenset((3, 5))
+    return frozenset((1, 3)) if s.parallelism == "on" else frozenset()
+
+
 def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: TokenClasses, tokens: list[str],
-                      index: dict[str, int], lines=None) -> list[Constraint]:
+                      index: dict[str, int], lines=None, partners=None) -> list[Constraint]:
     """The constraints of one request, in the order they apply (forced tokens: first one wins)."""
     out: list[Constraint] = [Structure(vectors), Acrostic([index[h] for h in s.acrostic])]
     if s.rhyme_strength > 0:
         out.append(Rhyme(vectors, s.rhyme_strength))
     if s.tone_strength > 0:
         out.append(Tone(vectors, s.tone_strength))
-    out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes))
+    out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))
+    if s.season_strength > 0:
+        out.append(Season(rows, len(tokens), s.season_strength, index, s.prompt + s.acrostic + s.style))
+    second_lines = parallel_lines(s)
+    if second_lines and s.parallel_strength > 0 and partners is not None:
+        out.append(Parallelism(rows, len(tokens), partners, second_lines, s.parallel_strength, classes))
     out.append(NoRepeatPairs(rows, classes))
     if lines is not None:
         out.append(CopyGuard(lines, tokens, classes))

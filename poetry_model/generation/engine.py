@@ -18,7 +18,7 @@ from ..prosody import FORMS as FORM_LINES
 from ..prosody import StepMasks
 from ..text import LINE_ENDS
 from .config import Settings
-from .constraints import Constraint, FreeState, LineState, build_constraints
+from .constraints import Constraint, FreeState, LineState, build_constraints, parallel_lines
 from .sampling import sample
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ class Decoder:
         self.rows = [Row(self._state(poet)) for _ in range(s.num_candidates)]
         self.constraints = build_constraints(
             s, s.num_candidates, vectors=self.vectors, classes=self.tc, tokens=self.vocab.tokens,
-            index=self.vocab.index, lines=poet.line_index() if s.avoid_copies else None)
+            index=self.vocab.index, lines=poet.line_index() if s.avoid_copies else None,
+            partners=poet.couplet_partners() if parallel_lines(s) and s.parallel_strength > 0 else None)
         cs = self.constraints
         self._forcing = [c for c in cs if _overrides(c, "forced")]
         self._cached = [c for c in cs if c.cached]

@@ -21,13 +21,20 @@ in this order:
   has as many lines as heads);
 * rhyme and tone masks of the form: strength 1 bans off-pattern characters, a strength s < 1
   multiplies their probability by (1 - s), 0 ignores them;
-* repetition: every earlier use of a character subtracts `repetition_penalty` nats, and a pair
-  of characters never repeats (so the text cannot loop);
+* repetition: every earlier use of a character subtracts `repetition_penalty` nats (a 叠字, a
+  character doubling the one before it inside a line, is exempt with `dieci`), and a pair of
+  characters never repeats (so the text cannot loop);
+* seasons: once a poem names 春/夏/秋/冬, the opposite season loses `season_strength` nats
+  (unless the prompt, acrostic or style names both);
+* 对仗 (`parallelism`, `parallel_strength`): lines 4 and 6 of a 律诗 (and a 绝句's 2 and 4 with
+  "on") lean toward the characters that stand opposite line 3/5's in real couplets (the model
+  folder's `couplets.npz`) and share no character with it; each poem's `parallelism` lists its
+  couplets' aligned PMI;
 * novelty (`avoid_copies`): when the sampled token would complete a line that exists in the
   corpus (a hash lookup), that token is banned and the step resampled for that candidate; the
   poem reports how often this happened;
 then temperature (0 = greedy), top-k and top-p pick the token. A hard constraint that would leave
-no character at all is dropped for that step (repetition bans first, then tone, then rhyme; never
+no character at all is dropped for that step (对仗 first, then repetition bans, tone, rhyme; never
 the structure) and the drop is listed in the poem's `relaxations`. No loop can hang: the number
 of steps is capped by `max_length`. Input in either script is mapped to the model's (OpenCC);
 characters it cannot represent raise UnknownCharactersError, which lists them.
@@ -52,8 +59,10 @@ from typing import Any
 
 import torch
 
+from ..corpus_index import CorpusIndex
+from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import CorpusIndex, LineIndex, copy_report, find_corpus, find_line_index
+from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
 from .config import GenerationConfig, Settings, validate
@@ -98,6 +107,7 @@ class Poem:
     rank: int
     relaxations: list[str]
     settings: dict
+    parallelism: list[float] | None = None  # each couplet's mean aligned PMI (lines 1-2, 3-4, …); forms only
     report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
 
     @cached_property
@@ -155,7 +165,7 @@ class Poet:
     every multi-threaded op waits for its slowest thread (measured 20x slower here)."""
 
     def __init__(self, model: PoetryLSTM, device: torch.device | str = "cpu", *, lines: LineIndex | None = None,
-                 corpus: str | Path | None = None, threads: int = 1):
+                 corpus: str | Path | None = None, threads: int = 1, couplets: CoupletTable | None = None):
         if model.vocab is None:
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
@@ -170,6 +180,8 @@ class Poet:
         self.token_classes = TokenClasses(self.vocab.tokens)
         self.mask_vectors = MaskVectors(self.token_classes.keep)
         self.stepper = Stepper(self.model)
+        self.couplets = couplets
+        self._partners = None
 
     def refresh(self) -> None:
         """Rebuild the decoding copies of the weights on next use: call after changing them in place."""
@@ -200,6 +212,22 @@ class Poet:
             self.lines = self.corpus_index().line_index()
         return self.lines
 
+    def couplet_partners(self):
+        """For each token id, its 对仗 partners' ids and aligned PMI (None without a couplet table)."""
+        if self._partners is None and self.couplets is not None:
+            with self._lazy:
+                if self._partners is None:
+                    self._partners = self.couplets.partners(self.vocab.tokens)
+        return self._partners
+
+    def couplet_scores(self, lines: list[str]) -> list[float] | None:
+        """Each couplet's parallelism (mean aligned PMI of lines 1-2, 3-4, … under the couplet table) of a
+        绝句 or 律诗 in the model's script (`lines` with their punctuation)."""
+        han = [line[:-1] for line in lines]
+        if self.couplets is None or len(han) not in (4, 8) or len({len(x) for x in han}) != 1:
+            return None
+        return [round(self.couplets.score(han[k], han[k + 1]), 3) for k in range(0, len(han), 2)]
+
     def form_masks(self):
         """The prosody engine's masks over this vocabulary (built once)."""
         if self._form_masks is None:
@@ -225,7 +253,8 @@ class Poet:
 
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
-        repetition_penalty, style, num_candidates, seed, max_length, script, avoid_copies.
+        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, style, num_candidates,
+        seed, max_length, script, avoid_copies.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
         self.decode([request])
@@ -296,11 +325,13 @@ class Poet:
         copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
         parts = score_parts(mean, report, copy)
-        return Poem(text=text, lines=split_with_punctuation(text), score=round(sum(parts.values()), 4),
+        lines = split_with_punctuation(text)
+        return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
                     sampled_tokens=row.sampled, copy=copy,
                     form=s.form, script=s.script, seed=s.seed, candidate=i, rank=0,
                     relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=dict(settings),
+                    parallelism=self.couplet_scores(split_with_punctuation(model_text)) if s.form != "free" else None,
                     report=report)
 
     @staticmethod
@@ -358,4 +389,6 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
     model = PoetryLSTM.from_pretrained(path_or_repo_id, map_location=str(dev))
     if corpus == MODEL_CORPUS:
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
-    return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus)
+    table = find_couplets(path_or_repo_id)
+    return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
+                couplets=CoupletTable.load(table) if table else None)
