@@ -132,3 +132,44 @@ def test_requests_during_a_restart_wait_for_the_new_decoder(app):
 
 def test_no_tracebacks_in_the_log(app):
     assert "Traceback" not in app.tail(1_000_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# load(): every path named; damaged optional files degrade
+
+
+def test_load_errors_name_the_path(tmp_path, monkeypatch):
+    from poetry_model.generation import load
+    from poetry_model.model import ModelLoadError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "a_file.txt").write_text("x")
+    cases = {"a_file.txt": "is a file, not a model folder", str(tmp_path / "a_file.txt"): "is a file",
+             "/no/such/model": "model folder not found", "./missing": "model folder not found",
+             ".": "no config.json", "nobody-zz/none-zz": "Hub repo could not be loaded"}
+    for path, words in cases.items():
+        with pytest.raises(ModelLoadError) as info:
+            load(path, device="cpu", corpus=None)
+        message = str(info.value)
+        assert words in message and (path.lstrip("./") in message or str(tmp_path) in message), message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "object-array"])
+def test_a_damaged_line_index_degrades_with_a_warning(tiny_model_dir, tmp_path, damage):
+    import shutil
+
+    import numpy as np
+
+    from poetry_model.generation import load
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    lines = model / "corpus_lines.npy"
+    if damage == "truncated":
+        lines.write_bytes(lines.read_bytes()[:100] if lines.exists() else b"\x93NUMPY")
+    else:
+        np.save(lines, np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.warns(UserWarning, match="corpus_lines.npy"):
+        poet = load(model, device="cpu", corpus=None)
+    assert poet.generate(form="五绝", seed=1)

@@ -389,6 +389,16 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
     model = PoetryLSTM.from_pretrained(path_or_repo_id, map_location=str(dev))
     if corpus == MODEL_CORPUS:
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
-    table = find_couplets(path_or_repo_id)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
-                couplets=CoupletTable.load(table) if table else None)
+                couplets=_couplets(find_couplets(path_or_repo_id)))
+
+
+def _couplets(path: Path | None) -> CoupletTable | None:
+    """The model folder's couplet table; a damaged one costs the parallelism weights, not the load."""
+    if path is None:
+        return None
+    try:
+        return CoupletTable.load(path)
+    except Exception as error:  # noqa: BLE001 - any damage: warn and decode without it
+        warnings.warn(f"{path}: couplet table not used ({type(error).__name__}: {error})", stacklevel=3)
+        return None
