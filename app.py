@@ -398,7 +398,7 @@ class RequestLimits:
             return 422, "invalid input: body: not valid JSON"
         if not isinstance(payload, dict):
             return 422, "invalid input: body: a JSON object {\"data\": [...]} is expected"
-        if path == "/gradio_api/queue/join":
+        if path == "/gradio_api/queue/join" or (path.endswith("/predict") and "fn_index" in payload):  # the page
             index = payload.get("fn_index")
             if isinstance(index, bool) or not isinstance(index, int) or index not in self.by_index:
                 return 404, f"invalid input: fn_index: no such endpoint ({str(index)[:40]})"
