@@ -18,167 +18,17 @@ one line in `build_constraints`.
 """
 from __future__ import annotations
 
-import math
-import unicodedata
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..prosody import StepMasks
-from ..text import LINE_ENDS, SENTENCE_ENDS
-from ..vocab import EOP
+from .states import MaskVectors, TokenClasses
 
 if TYPE_CHECKING:
     from .config import Settings
     from .engine import Row
 
-MAX_FREE_LINE = 12      # longest free-verse line, in characters
-MIN_FREE_LINES = 4      # free verse without an acrostic or a form ends no earlier than a quatrain
 COPY_RETRIES = 8        # resamples per step before a corpus line is let through (and reported)
-
-
-def _frozen(mask: np.ndarray) -> np.ndarray:
-    mask.flags.writeable = False
-    return mask
-
-
-class TokenClasses:
-    """Boolean masks over a vocabulary: Han characters, line ends, sentence ends, <EOP>; built once."""
-
-    def __init__(self, tokens: list[str]):
-        is_char = np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])
-        self.eop_id = tokens.index(EOP)
-        self.char = _frozen(is_char)
-        self.line_end = _frozen(np.isin(tokens, list(LINE_ENDS)))
-        self.sentence_end = _frozen(np.isin(tokens, list(SENTENCE_ENDS)))
-        self.eop = _frozen(np.arange(len(tokens)) == self.eop_id)
-        # What a generated token may ever be: no <START>, padding, the lost-character mark or stray marks.
-        self.keep = _frozen(self.char | self.line_end | self.eop)
-        self.start = self.char
-        self.start_or_eop = _frozen(self.char | self.eop)
-        self.within = {False: _frozen(self.char | self.line_end), True: _frozen(self.char | self.sentence_end)}
-        self.close = {False: self.line_end, True: self.sentence_end}
-
-
-# ---------------------------------------------------------------------------------------------
-# Line states: where a candidate stands in its poem
-
-
-class LineState(Protocol):
-    """What a candidate's structure tracks: prosody.FormState for the forms, FreeState for free verse."""
-
-    relaxations: list[str]
-
-    def step_masks(self) -> StepMasks:
-        """Structure, tone and rhyme masks of the next token (the same arrays until `advance`)."""
-
-    def advance(self, token_id: int) -> None: ...
-
-    def closes_after_char(self) -> bool:
-        """Whether one more character would have to end the current line (so it completes the line)."""
-
-
-class FreeState:
-    """Free-verse line state: lines of Han characters, a budget, and the end of the poem."""
-
-    def __init__(self, classes: TokenClasses, lines: int | None, budget: int):
-        self.tc, self.lines, self.budget = classes, lines, budget
-        self.used, self.line_len, self.lines_done, self.last_sentence = 0, 0, 0, False
-        self.relaxations: list[str] = []
-        self.done = False
-
-    def step_masks(self) -> StepMasks:
-        tc, remaining = self.tc, self.budget - self.used
-        if self.done or remaining < (2 if self.line_len == 0 else 1):
-            return StepMasks(tc.eop, None, None)
-        if self.line_len == 0:
-            if self.lines is not None and self.lines_done >= self.lines:
-                return StepMasks(tc.eop, None, None)
-            # A poem ends after a full sentence and at least MIN_FREE_LINES lines: the model alone
-            # tends to stop after one couplet, far shorter than the corpus (7.9 lines on average).
-            can_end = self.lines is None and self.lines_done >= MIN_FREE_LINES and self.last_sentence
-            return StepMasks(tc.start_or_eop if can_end else tc.start, None, None)
-        # End with a full stop on the last line, or when no further line fits in the budget.
-        sentence = self._lines_left() == 1 and (self.lines is not None or remaining < 3)
-        full = self._line_full(self.line_len, remaining)
-        return StepMasks((tc.close if full else tc.within)[sentence], None, None)
-
-    def _lines_left(self) -> int:
-        return self.lines - self.lines_done if self.lines is not None else 1
-
-    def _line_full(self, line_len: int, remaining: int) -> bool:
-        """Whether a line this long must end now: at most MAX_FREE_LINE, and room left for the lines to come."""
-        return line_len >= MAX_FREE_LINE or remaining < 2 * self._lines_left()
-
-    def closes_after_char(self) -> bool:
-        return self._line_full(self.line_len + 1, self.budget - self.used - 1)
-
-    def advance(self, token_id: int) -> None:
-        if self.done:
-            return
-        if token_id == self.tc.eop_id:
-            self.done = True
-            return
-        self.used += 1
-        if self.tc.line_end[token_id]:
-            self.lines_done += self.line_len > 0
-            self.last_sentence, self.line_len = bool(self.tc.sentence_end[token_id]), 0
-        else:
-            self.line_len += 1
-
-
-class MaskVectors:
-    """Additive float32 vectors for boolean masks (0 allowed, log(1 - strength) or -inf not), cached per mask.
-
-    The prosody engine hands out the same read-only arrays step after step, so each vector is
-    built once; the cache keeps the masks alive so that their ids cannot be reused by other arrays."""
-
-    LIMIT = 512  # fresh masks (rhyme masks minus used rhymes) are rare; a full cache is simply emptied
-
-    def __init__(self, keep: np.ndarray):
-        self.keep = keep
-        self.cache: dict[tuple, tuple[tuple, Any]] = {}
-
-    def _cached(self, key: tuple, masks: tuple, make):
-        hit = self.cache.get(key)
-        if hit is not None:
-            kept = hit[0]
-            if all(a is b for a, b in zip(kept, masks)):
-                return hit[1]
-        if len(self.cache) >= self.LIMIT:
-            self.cache.clear()
-        value = make()
-        self.cache[key] = (masks, value)
-        return value
-
-    def structure(self, mask: np.ndarray) -> np.ndarray:
-        """Hard vector of a structure mask, without the tokens never generated."""
-        return self._cached(("s", id(mask)), (mask,),
-                            lambda: np.where(mask & self.keep, np.float32(0), np.float32(-np.inf)))
-
-    def penalty(self, mask: np.ndarray, strength: float) -> np.ndarray:
-        """Vector lowering characters outside the mask by log(1 - strength) nats (-inf at strength 1)."""
-        off = np.float32(-np.inf if strength >= 1 else math.log1p(-strength))
-        return self._cached(("p", id(mask), strength), (mask,), lambda: np.where(mask, np.float32(0), off))
-
-    def single(self, mask: np.ndarray) -> int | None:
-        """The only token a structure mask allows, if it allows exactly one (a forced token)."""
-        def make():
-            ids = np.flatnonzero(mask & self.keep)
-            return int(ids[0]) if len(ids) == 1 else None
-        return self._cached(("1", id(mask)), (mask,), make)
-
-    def total(self, vectors: list[np.ndarray]) -> np.ndarray:
-        """The sum of cached vectors, in order (built once per combination)."""
-        if len(vectors) == 1:
-            return vectors[0]
-
-        def make():
-            vec = vectors[0].copy()
-            for v in vectors[1:]:
-                vec += v
-            return _frozen(vec)
-        return self._cached(("t", *map(id, vectors)), tuple(vectors), make)
 
 
 # ---------------------------------------------------------------------------------------------

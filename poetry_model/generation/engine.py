@@ -18,8 +18,9 @@ from ..prosody import FORMS as FORM_LINES
 from ..prosody import StepMasks
 from ..text import LINE_ENDS
 from .config import Settings
-from .constraints import Constraint, FreeState, LineState, build_constraints, parallel_lines
+from .constraints import Constraint, build_constraints, parallel_lines
 from .sampling import sample
+from .states import FreeState, LineState
 
 if TYPE_CHECKING:
     from .poet import Poet

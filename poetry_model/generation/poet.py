@@ -66,8 +66,8 @@ from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_l
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
 from .config import GenerationConfig, Settings, validate
-from .constraints import MaskVectors, TokenClasses
 from .engine import Decoder, Engine, Row
+from .states import MaskVectors, TokenClasses
 from .stepper import Stepper
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "tang-lstm"
