@@ -251,7 +251,7 @@ def test_init_from_the_shipped_model_with_titles_resumes_anywhere_and_keeps_line
     assert (best.config.embedding_dim, best.config.hidden_dim, best.config.softmax_cutoffs) == (256, 384, [2000, 5000])
     shipped = json.loads((SHIPPED / "training.json").read_text())
     record = json.loads((out / "best" / "training.json").read_text())
-    assert record["init_from"]["path"] == str(SHIPPED) and record["init_from"]["tokens_added"] == ["<TITLE_END>"]
+    assert record["init_from"]["path"] == "checkpoints/tang-lstm" and record["init_from"]["tokens_added"] == ["<TITLE_END>"]
     assert record["init_from"]["training"]["train_seconds"] == shipped["train_seconds"]
     assert record["total_train_seconds"] == pytest.approx(record["train_seconds"] + shipped.get(
         "total_train_seconds", shipped["train_seconds"]), abs=0.2)
@@ -264,7 +264,7 @@ def test_init_from_the_shipped_model_with_titles_resumes_anywhere_and_keeps_line
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming at epoch 2" in second.stdout and summaries(second.stdout)[0]["steps"] == 4
     again = json.loads((moved / "last" / "trainer_state.json").read_text())
-    assert again["init_from"]["path"] == str(SHIPPED) and again["config"]["hidden_dim"] == 384
+    assert again["init_from"]["path"] == "checkpoints/tang-lstm" and again["config"]["hidden_dim"] == 384
 
     # A child of that run: the lineage nests and the compute adds up.
     child = run_cli(["--data", str(full_npz), *TINY, "--titles", "--out", str(tmp_path / "child"),
@@ -272,7 +272,8 @@ def test_init_from_the_shipped_model_with_titles_resumes_anywhere_and_keeps_line
     assert child.returncode == 0, child.stderr[-3000:]
     grand = json.loads((tmp_path / "child" / "best" / "training.json").read_text())
     assert grand["init_from"]["tokens_added"] == []  # the parent already had <TITLE_END>
-    assert grand["init_from"]["training"]["init_from"]["path"] == str(SHIPPED)
+    assert grand["init_from"]["training"]["init_from"]["path"] == "checkpoints/tang-lstm"
+    assert grand["init_from"]["path"] == "run/best" and str(tmp_path) not in json.dumps(grand)
     assert grand["total_train_seconds"] == pytest.approx(grand["train_seconds"] + record["total_train_seconds"], abs=0.2)
 
 

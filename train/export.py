@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from poetry_model.data import load_npz
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
 from poetry_model.novelty import write_line_hashes
+from poetry_model.vocab import TITLE_END
 from train.evaluate import TRAINING_FILE, training_info
 
 
@@ -28,7 +29,8 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     """Copy `model_dir` to `out` with weights cast to `dtype` and corpus line hashes added."""
     model = PoetryLSTM.from_pretrained(model_dir)  # refuses a folder that does not load
     dataset = load_npz(data)
-    if dataset.vocab.tokens != model.vocab.tokens:
+    extra = model.vocab.tokens[len(dataset.vocab):]
+    if model.vocab.tokens[:len(dataset.vocab)] != dataset.vocab.tokens or any(t != TITLE_END for t in extra):
         raise SystemExit(f"error: {data} has another vocabulary than {model_dir}; export with the training data")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -39,6 +41,8 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     save_file(state, str(tmp / WEIGHTS_FILE))
     write_line_hashes(dataset, tmp)
     summary = training_info(str(model_dir))
+    for key in ("data", "out"):  # machine paths of the run have no place in a shipped folder
+        (summary.get("config") or {}).pop(key, None)
     if summary:
         (tmp / TRAINING_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     PoetryLSTM.from_pretrained(tmp)

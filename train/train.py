@@ -241,7 +241,7 @@ def init_model(cfg: TrainConfig, vocab: Vocab) -> tuple[PoetryLSTM, dict]:
     if not (vocab.tokens[:len(model.vocab)] == model.vocab.tokens or model.vocab.tokens == vocab.tokens):
         raise SystemExit(f"error: --init-from {cfg.init_from}: its vocabulary ({len(model.vocab)} tokens) is not the "
                          f"data's vocabulary ({len(vocab)} tokens) or a prefix of it")
-    parent = {"path": str(cfg.init_from), "weights_sha256": weights_digest(model),
+    parent = {"path": portable_path(cfg.init_from), "weights_sha256": weights_digest(model),
               "training": training_info(str(cfg.init_from))}
     added = model.extend_vocab(vocab)
     parent["tokens_added"] = [vocab.tokens[i] for i in added]
@@ -440,7 +440,21 @@ def training_record(cfg: TrainConfig, state: dict, epoch: int, val: float, val_t
             "time_budget": cfg.time_budget, "epochs": epoch, "steps": state["global_step"],
             "best_val": val, "best_val_titled": val_titled, "best_epoch": epoch,
             "best_train_seconds": round(state["train_seconds"], 1), "split": cfg.split, "titles": cfg.titles,
-            "config": asdict(cfg), "init_from": parent or None}
+            "config": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},  # no machine paths
+                       "init_from": portable_path(cfg.init_from) if cfg.init_from else ""},
+            "init_from": parent or None}
+
+
+def portable_path(path: str) -> str:
+    """A model folder's path as the lineage records it: relative to the working directory (the
+    repository) when inside it, else its last two parts (e.g. NAME/best); Hub repo ids as they are."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return "/".join(p.parts[-2:])
 
 
 # --- observability -------------------------------------------------------------------------
