@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT),
                    help="port (env GRADIO_SERVER_PORT; default 7860)")
     p.add_argument("--corpus", default=os.environ.get("POETRY_CORPUS") or None,
-                   help="tang.npz for the copy report's nearest poem (env POETRY_CORPUS; default data/tang.npz)")
+                   help="corpus.npz or tang.npz for the copy report's nearest poem (env POETRY_CORPUS; default: the model folder's corpus.npz)")
     p.add_argument("--device", default=None, help="torch device (default: cuda, mps, else cpu)")
     p.add_argument("--concurrency", type=int, default=int(os.environ.get("POET_CONCURRENCY") or CONCURRENCY),
                    help=f"requests generated at once, decoded together in one batch (default {CONCURRENCY})")
@@ -406,8 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     # The model loads and decodes in a child process: beside this one's event loop, not taking turns with it.
     generator = wait_for_generator(generator or start_generator(args), args.model)
     if not generator.info.get("corpus"):
-        log.warning("no corpus file (%s): copy reports will lack the nearest corpus poem; build data/tang.npz "
-                    "with `python -m train.prepare` or pass --corpus", args.corpus or "data/tang.npz")
+        log.warning("no corpus file (%s): copy reports will lack the nearest corpus poem; export the model "
+                    "with `python -m train.export` or pass --corpus", args.corpus or "the model folder's corpus.npz")
     log.info("model %s ready %.1f s after start", args.model or DEFAULT_MODEL_DIR, time.perf_counter() - STARTED)
     shown = args.model or str(DEFAULT_MODEL_DIR)  # a folder by its name only: no server paths on the page
     share_block_configs()

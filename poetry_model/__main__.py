@@ -32,7 +32,7 @@ def add_generate(sub) -> None:
     p.add_argument("--allow-copies", dest="avoid_copies", action="store_false",
                    help="let lines equal corpus lines")
     p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the shipped model)")
-    p.add_argument("--corpus", default=None, help="tang.npz for the full copy report (default: data/tang.npz)")
+    p.add_argument("--corpus", default=None, help="corpus.npz or tang.npz for the full copy report (default: the model folder's corpus.npz)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--json", action="store_true", help="print a JSON list of poems")
     p.set_defaults(run=run_generate)
@@ -81,9 +81,9 @@ def describe_copy(copy: dict) -> str:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .generation import DEFAULT_CORPUS, load
+    from .generation import MODEL_CORPUS, load
 
-    poet = load(args.model, device=args.device, corpus=args.corpus or DEFAULT_CORPUS)
+    poet = load(args.model, device=args.device, corpus=args.corpus or MODEL_CORPUS)
     poems = poet.generate(args.prompt, **generate_kwargs(args))
     if args.json:
         print(json.dumps([p.to_dict() for p in poems], ensure_ascii=False, indent=1))

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 import queue
 import re
 import secrets
@@ -60,7 +61,7 @@ import torch
 from torch import nn
 
 from .model import ModelLoadError, PoetryLSTM
-from .novelty import LINE_ENDS, CorpusIndex, LineIndex, copy_report, find_line_index
+from .novelty import LINE_ENDS, CorpusIndex, LineIndex, copy_report, find_corpus, find_line_index
 from .prosody import FORMS as FORM_LINES  # form -> (lines, characters per line)
 from .prosody import FormMasks, StepMasks, analyze
 from .vocab import EOP, to_script
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "tang-lstm"
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "tang.npz"
+MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 FORMS = ("free", *FORM_LINES, "五言", "七言")
 FORM_ALIASES = {"自由": "free", "五絕": "五绝", "七絕": "七绝", "wujue": "五绝", "qijue": "七绝", "wulv": "五律",
@@ -404,17 +406,55 @@ class MaskVectors:
         return self._cached(key, (masks.structure, rhyme, tone), make)
 
 
-def _mm(bias: torch.Tensor | None, x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+ROW_BLOCK = 4  # BLAS rounds a row the same in every batch whose row count is a multiple of this (see _mm)
+
+
+def _mm(bias: torch.Tensor | None, x: torch.Tensor, weight_t: torch.Tensor, tile: bool = False) -> torch.Tensor:
     """bias + x @ weight_t, computed so that each row's result is the same in any batch.
 
-    BLAS multiplies a single row with a matrix-vector kernel whose rounding differs from the
-    matrix kernel's; a lone row is therefore sent as two (the matrix kernel gives every row of any
-    batch the same bits, so a request decodes to the same poem alone or batched with others)."""
-    one = x.shape[0] == 1
-    if one:
-        x = x.expand(2, -1)
+    MKL picks its sgemm kernels by the number of rows M: fewer than 4 rows, and the last M % 4
+    rows of a larger batch, go to small kernels that round differently from the 4-row blocks
+    (seen on every instruction set it dispatches to: AVX-512, AVX2, SSE4.2, at 1 or 2 threads).
+    So rows are padded with zero rows to a multiple of ROW_BLOCK, and every row of any batch, at
+    any position, gets the block kernel's bits: a request decodes to the same poem alone or
+    batched with others. Where a BLAS is found to round differently across such batches too
+    (`rows_agree`), `tile` makes every call exactly ROW_BLOCK rows, the same shape always, at the
+    price of reading the weights once per tile."""
+    rows = x.shape[0]
+    per_row = bias is not None and bias.dim() == 2  # the first layer's bias is a looked-up row per token
+    if tile and rows > ROW_BLOCK:
+        return torch.cat([_mm(bias[i:i + ROW_BLOCK] if per_row else bias, x[i:i + ROW_BLOCK], weight_t)
+                          for i in range(0, rows, ROW_BLOCK)])
+    if rows % ROW_BLOCK:
+        x = _pad_rows(x)
+        bias = _pad_rows(bias) if per_row else bias
     out = torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
-    return out[:1] if one else out
+    return out[:rows]
+
+
+def _pad_rows(t: torch.Tensor) -> torch.Tensor:
+    """`t` with zero rows appended up to the next multiple of ROW_BLOCK."""
+    return torch.cat([t, t.new_zeros(-t.shape[0] % ROW_BLOCK, t.shape[1])])
+
+
+def rows_agree(weight_t: torch.Tensor, sizes: tuple[int, ...] = (ROW_BLOCK, 8, 16, 64)) -> bool:
+    """Whether this BLAS gives a row the same bits in every batch of a multiple of ROW_BLOCK rows.
+
+    The kernels' order of operations depends on shapes, never on values, so one random row
+    placed first and last in batches of several sizes settles it for this weight's shape."""
+    gen = torch.Generator().manual_seed(0)
+    probe = torch.randn(weight_t.shape[0], generator=gen)
+    want = None
+    for size in sizes:
+        batch = torch.randn(size, weight_t.shape[0], generator=gen)
+        for position in (0, size - 1):
+            batch[position] = probe
+            got = torch.mm(batch, weight_t)[position]
+            if want is None:
+                want = got
+            elif not torch.equal(got, want):
+                return False
+    return True
 
 
 def _lstm_gates(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -481,6 +521,10 @@ class Stepper:
             self.adaptive = (head.shortlist_size, head.n_classes,
                              [(lo, hi, f32(t[0].weight).t().contiguous(), f32(t[1].weight).t().contiguous())
                               for (lo, hi), t in zip(bounds, head.tail)])
+        weights_t = [self.w_hh0, *(w for _, w in self.upper), self.head_w]
+        weights_t += ([self.proj] if self.proj is not None else []) + \
+            [w for tail in (self.adaptive[2] if self.adaptive else []) for w in tail[2:]]
+        self.tile = not all(rows_agree(w) for w in weights_t)  # see _mm: fixed-shape tiles only where needed
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -508,23 +552,23 @@ class Stepper:
     def step(self, tokens: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """Features (B, D) after feeding one token per row, and the new state."""
         (h, c), new = state[0], []
-        h, c = _lstm_gates(_mm(self.table.index_select(0, tokens), h, self.w_hh0), c)
+        h, c = _lstm_gates(_mm(self.table.index_select(0, tokens), h, self.w_hh0, self.tile), c)
         new.append((h, c))
         for (bias, w), (h_k, c_k) in zip(self.upper, state[1:]):
-            h, c = _lstm_gates(_mm(bias, torch.cat([h, h_k], 1), w), c_k)
+            h, c = _lstm_gates(_mm(bias, torch.cat([h, h_k], 1), w, self.tile), c_k)
             new.append((h, c))
-        return (h if self.proj is None else _mm(None, h, self.proj)), new
+        return (h if self.proj is None else _mm(None, h, self.proj, self.tile)), new
 
     def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
         """Next-token log-probabilities (B, V) for features (B, D)."""
-        head = torch.log_softmax(_mm(self.head_b, feats, self.head_w), -1)
+        head = torch.log_softmax(_mm(self.head_b, feats, self.head_w, self.tile), -1)
         if self.adaptive is None:
             return head
         shortlist, n_classes, tails = self.adaptive
         out = feats.new_empty((feats.shape[0], n_classes))
         out[:, :shortlist] = head[:, :shortlist]
         for i, (lo, hi, w1, w2) in enumerate(tails):
-            cluster = torch.log_softmax(_mm(None, _mm(None, feats, w1), w2), -1)
+            cluster = torch.log_softmax(_mm(None, _mm(None, feats, w1, self.tile), w2, self.tile), -1)
             torch.add(cluster, head[:, shortlist + i:shortlist + i + 1], out=out[:, lo:hi])
         return out
 
@@ -969,6 +1013,7 @@ class Poet:
         self.lines, self.corpus_path = lines, Path(corpus) if corpus else None
         self.threads = threads
         self._corpus: CorpusIndex | None | bool = False  # False: not loaded yet
+        self._corpus_lock = threading.Lock()  # building takes seconds: other lazy parts must not wait on it
         self._form_masks = None
         self._lazy = threading.RLock()  # the lazy indexes may be first asked for from several threads
         self.token_classes = TokenClasses(self.vocab.tokens)
@@ -980,10 +1025,19 @@ class Poet:
     def corpus_index(self) -> CorpusIndex | None:
         """The full copy index of the corpus file, or None without one (built and cached on first use)."""
         if self._corpus is False:
-            with self._lazy:
+            with self._corpus_lock:
                 if self._corpus is False:
-                    self._corpus = CorpusIndex.for_npz(self.corpus_path) if self.corpus_path else None
+                    self._corpus = self._read_corpus()
         return self._corpus
+
+    def _read_corpus(self) -> CorpusIndex | None:
+        if self.corpus_path is None:
+            return None
+        try:
+            return CorpusIndex.for_file(self.corpus_path)
+        except ValueError as error:  # a damaged optional file costs the full report, not the service
+            warnings.warn(f"copy report without the nearest corpus poem: {error}", stacklevel=2)
+            return None
 
     def line_index(self) -> LineIndex | None:
         """Corpus-line hashes: the model folder's, else derived from the corpus index."""
@@ -1191,10 +1245,12 @@ class Batcher:
 
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
-         corpus: str | Path | None = DEFAULT_CORPUS) -> Poet:
+         corpus: str | Path | None = MODEL_CORPUS) -> Poet:
     """A ready Poet from a model folder or Hub repo id (default: the shipped checkpoint).
 
-    The folder's `corpus_lines.npy` feeds `avoid_copies`; `corpus` (a tang.npz) the full copy report."""
+    The folder's `corpus_lines.npy` feeds `avoid_copies`. The full copy report (nearest corpus poem,
+    longest shared span) reads `corpus`: by default the folder's own `corpus.npz`, else data/tang.npz
+    if built; a path names a `corpus.npz` or tang.npz; None turns it off."""
     if path_or_repo_id is None:
         if not (DEFAULT_MODEL / "config.json").is_file():
             raise ModelLoadError(f"no default model at {DEFAULT_MODEL}; train one with "
@@ -1203,4 +1259,6 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
         path_or_repo_id = DEFAULT_MODEL
     dev = pick_device(device)
     model = PoetryLSTM.from_pretrained(path_or_repo_id, map_location=str(dev))
+    if corpus == MODEL_CORPUS:
+        corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus)

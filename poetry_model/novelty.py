@@ -5,16 +5,22 @@ Two indexes, so that the guard works everywhere while the corpus itself never sh
 * `LineIndex`: sorted 64-bit BLAKE2b hashes of every corpus line (lines split on ，。？！；：).
   It is derived data, a few MB, written next to the weights as `corpus_lines.npy` by
   `write_line_hashes(dataset, model_dir)`; `avoid_copies` needs only this file.
-* `CorpusIndex`: the corpus text with a suffix array, titles and authors, built from tang.npz and
-  cached beside it (`tang.copyindex.npz`). It finds the longest span a poem shares with the corpus
-  and the nearest corpus poem. Without it the copy report says that only the line check ran.
+* `CorpusIndex`: the corpus text with a suffix array, titles and authors. It finds the longest
+  span a poem shares with the corpus and the nearest corpus poem. It is built from the model
+  folder's `corpus.npz` (the corpus text, titles and authors, xz-compressed: about 4 MB, written
+  by `write_corpus` at export) or from a tang.npz, and the built index is cached (beside a
+  tang.npz, or for a model folder's corpus in the user's cache directory, keyed by the file's
+  hash). Without either file the copy report says that only the line check ran.
 """
 from __future__ import annotations
 
 import hashlib
+import lzma
 import math
+import os
 import re
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +31,13 @@ from .vocab import to_script
 LINE_ENDS = "，。？！；："
 LINE_SPLIT = re.compile(f"[{LINE_ENDS}]")
 LINE_HASH_FILE = "corpus_lines.npy"
+CORPUS_FILE = "corpus.npz"   # the compact corpus a model folder carries for the full copy report
+CORPUS_VERSION = 1
 INDEX_SUFFIX = ".copyindex.npz"
 INDEX_VERSION = 2
 SEPARATOR = "\n"  # between poems in the index text; never inside a poem, sorts below every character
-BUILD_HINT = "build the data with `python -m train.prepare` (writes data/tang.npz)"
+BUILD_HINT = ("use a model folder exported with `python -m train.export` (it carries corpus.npz) "
+              "or pass a tang.npz built by `python -m train.prepare` as the corpus")
 
 
 def split_lines(text: str) -> list[str]:
@@ -85,19 +94,70 @@ def write_line_hashes(dataset: PoemDataset, model_dir: str | Path) -> Path:
     return path
 
 
-def find_line_index(model: str | Path) -> LineIndex | None:
-    """The line index shipped with a model folder or Hub repo, or None when it has none."""
-    local = Path(model) / LINE_HASH_FILE
+def write_corpus(dataset: PoemDataset, model_dir: str | Path) -> Path:
+    """Write `corpus.npz` (every poem's text, title and author, xz-compressed) into a model folder."""
+    texts = dataset_texts(dataset)
+    empty = [""] * len(texts)
+    packed = {name: np.frombuffer(lzma.compress("\n".join(_one_line(v) for v in values).encode("utf-8")), np.uint8)
+              for name, values in (("texts", texts), ("titles", dataset.titles if dataset.titles is not None else empty),
+                                   ("authors", dataset.authors if dataset.authors is not None else empty))}
+    path = Path(model_dir) / CORPUS_FILE
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, version=np.int64(CORPUS_VERSION), script=np.array(dataset.vocab.script), **packed)
+    tmp.replace(path)
+    return path
+
+
+def _one_line(value) -> str:
+    return str(value).replace("\n", " ")  # a newline inside a title would break the packed form
+
+
+def read_corpus(path: str | Path) -> tuple[list[str], list[str], list[str], str]:
+    """(texts, titles, authors, script) from a `corpus.npz`; ValueError naming the file if it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != CORPUS_VERSION:
+                raise ValueError(f"version {int(z['version'])}, expected {CORPUS_VERSION}")
+            texts, titles, authors = (lzma.decompress(z[k].tobytes()).decode("utf-8").split("\n")
+                                      for k in ("texts", "titles", "authors"))
+            script = str(z["script"])
+    except (OSError, KeyError, ValueError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable corpus file ({error})") from None
+    if not len(texts) == len(titles) == len(authors):
+        raise ValueError(f"{path}: {len(texts)} poems but {len(titles)} titles and {len(authors)} authors")
+    return texts, titles, authors, script
+
+
+def _model_file(model: str | Path, name: str) -> Path | None:
+    """A model folder's or Hub repo's optional file, or None when it has none."""
+    local = Path(model) / name
     if local.is_file():
-        return LineIndex.load(local)
+        return local
     if Path(model).exists():
         return None
     try:  # a Hub repo id: the file is optional there too
         from huggingface_hub import hf_hub_download
 
-        return LineIndex.load(hf_hub_download(repo_id=str(model), filename=LINE_HASH_FILE))
+        return Path(hf_hub_download(repo_id=str(model), filename=name))
     except Exception:  # noqa: BLE001 - offline, missing file or not a repo: the caller reports "no index"
         return None
+
+
+def find_line_index(model: str | Path) -> LineIndex | None:
+    """The line index shipped with a model folder or Hub repo, or None when it has none."""
+    path = _model_file(model, LINE_HASH_FILE)
+    return LineIndex.load(path) if path else None
+
+
+def find_corpus(model: str | Path) -> Path | None:
+    """The `corpus.npz` shipped with a model folder or Hub repo, or None when it has none."""
+    return _model_file(model, CORPUS_FILE)
+
+
+def cache_dir() -> Path:
+    """Where built indexes of model-folder corpora are kept: $POETRY_CACHE, else ~/.cache/poetry_model."""
+    return Path(os.environ.get("POETRY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "poetry_model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,16 +221,20 @@ class CorpusIndex:
     def build(cls, dataset: PoemDataset) -> "CorpusIndex":
         """Index every poem of a dataset (titles and authors empty when the file has none)."""
         texts = dataset_texts(dataset)
+        empty = [""] * len(texts)
+        return cls.from_texts(texts, [_one_line(t) for t in (dataset.titles if dataset.titles is not None else empty)],
+                              [_one_line(a) for a in (dataset.authors if dataset.authors is not None else empty)],
+                              dataset.vocab.script, str(dataset.path or ""))
+
+    @classmethod
+    def from_texts(cls, texts: list[str], titles: list[str], authors: list[str], script: str,
+                   source: str = "") -> "CorpusIndex":
+        """Index poems given as texts with their titles and authors (the suffix array takes seconds)."""
         text = SEPARATOR.join(texts) + SEPARATOR
         lengths = np.array([len(t) + 1 for t in texts], np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int32)
-        empty = [""] * len(texts)
-        # Newlines inside a title would break the packed form; they carry no meaning there.
-        titles = [str(t).replace("\n", " ") for t in (dataset.titles if dataset.titles is not None else empty)]
-        authors = [str(a).replace("\n", " ") for a in (dataset.authors if dataset.authors is not None else empty)]
         sa = suffix_array(_index_codes(text, len(texts)))
-        return cls(text, sa, starts, titles, authors, dataset.vocab.script,
-                   hash_lines(texts), source=str(dataset.path or ""))
+        return cls(text, sa, starts, titles, authors, script, hash_lines(texts), source=source)
 
     def save(self, path: str | Path, stamp: np.ndarray) -> None:
         """Write the index uncompressed (so it loads fast), atomically; `stamp` identifies the source file."""
@@ -211,6 +275,34 @@ class CorpusIndex:
                 index.save(cache, stamp)
             except OSError:
                 pass  # a read-only data folder: the index still works, it is just rebuilt next time
+        return index
+
+    @classmethod
+    def for_file(cls, path: str | Path) -> "CorpusIndex | None":
+        """The index of a model folder's `corpus.npz` or of a tang.npz, told apart by their contents."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                compact = "texts" in z.files
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path}: not a readable corpus file ({error})") from None
+        return cls.for_corpus_file(path) if compact else cls.for_npz(path)
+
+    @classmethod
+    def for_corpus_file(cls, path: str | Path) -> "CorpusIndex":
+        """The index of a model folder's `corpus.npz`: from the user cache when built before, else built
+        and cached there (if writable). ValueError naming the file when it is damaged."""
+        path = Path(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+        stamp = np.frombuffer(bytes.fromhex(digest), np.int64)
+        cache = cache_dir() / f"{digest}{INDEX_SUFFIX}"
+        index = cls.load(cache, stamp)
+        if index is None:
+            index = cls.from_texts(*read_corpus(path), source=str(path))
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                index.save(cache, stamp)
+            except OSError:
+                pass  # no writable cache: the index still works, it is just rebuilt next time
         return index
 
     def line_index(self) -> LineIndex:

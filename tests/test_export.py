@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
-from poetry_model.novelty import LINE_HASH_FILE
+from poetry_model.data import load_npz
+from poetry_model.novelty import CORPUS_FILE, LINE_HASH_FILE, read_corpus
 from train.export import export
 
 
@@ -19,6 +20,8 @@ def test_export_halves_the_weights_and_keeps_the_logits(tiny_model_dir, full_npz
     hashes = np.load(out / LINE_HASH_FILE, allow_pickle=False)
     assert hashes.dtype == np.uint64 and len(hashes) > 300_000 and np.all(hashes[1:] > hashes[:-1])
     assert (out / "README.md").is_file() and not list(tmp_path.glob("*.tmp"))
+    texts, titles, authors, _ = read_corpus(out / CORPUS_FILE)  # the full copy report travels with the folder
+    assert len(texts) == len(titles) == len(authors) == len(load_npz(full_npz).data)
 
 
 def test_export_refuses_data_with_another_vocabulary(tiny_model_dir, small_npz, tmp_path):

@@ -199,19 +199,42 @@ def test_a_row_gets_the_same_numbers_alone_or_in_any_batch(poet):
     with torch.inference_mode():
         feats, state = poet.stepper.prefill([poet.vocab.start_id], 1, poet.device)
         rows = [(feats, state)]
-        for _ in range(5):  # a few different states
+        for _ in range(9):  # a few different states: batches up to 10 rows, past two row blocks
             tok = torch.tensor([int(rng.integers(len(poet.vocab)))])
             feats, state = poet.stepper.step(tok, state)
             rows.append((feats, state))
         tokens = torch.tensor(rng.integers(len(poet.vocab), size=len(rows)))
         alone = [poet.stepper.step(tokens[i:i + 1], st) for i, (_, st) in enumerate(rows)]
-        for n in (2, 3, len(rows)):
+        for n in (2, 3, 5, len(rows)):
             batch_state = [(torch.cat([st[k][0] for _, st in rows[:n]]), torch.cat([st[k][1] for _, st in rows[:n]]))
                            for k in range(len(rows[0][1]))]
             feats_n, _ = poet.stepper.step(tokens[:n], batch_state)
             assert all(torch.equal(feats_n[i], alone[i][0][0]) for i in range(n))
             logp_n = poet.stepper.log_probs(torch.cat([f for f, _ in rows[:n]]))
             assert all(torch.equal(logp_n[i], poet.stepper.log_probs(rows[i][0])[0]) for i in range(n))
+
+
+def test_fixed_tiles_give_the_bits_of_padded_blocks(poet):
+    """The fallback for a BLAS that rounds across batch sizes (one ROW_BLOCK per call) agrees bit for bit
+    with padded row blocks wherever both are exact, so switching between them changes no poem."""
+    from poetry_model.generation import ROW_BLOCK, rows_agree
+
+    stepper = poet.stepper.sync()
+    if not rows_agree(stepper.w_hh0):
+        pytest.skip("this BLAS rounds rows differently across batch sizes: the stepper tiles already")
+    gen = torch.Generator().manual_seed(1)
+    state = [(torch.randn(2 * ROW_BLOCK + 1, h.shape[1], generator=gen),
+              torch.randn(2 * ROW_BLOCK + 1, h.shape[1], generator=gen)) for h, _ in stepper.prefill([1], 1)[1]]
+    tokens = torch.randint(len(poet.vocab), (2 * ROW_BLOCK + 1,), generator=gen)
+    with torch.inference_mode():
+        padded = stepper.step(tokens, state)[0]
+        stepper.tile = True
+        try:
+            tiled = stepper.step(tokens, state)[0]
+            tiled_logp = stepper.log_probs(tiled)
+        finally:
+            stepper.tile = False
+        assert torch.equal(padded, tiled) and torch.equal(stepper.log_probs(padded), tiled_logp)
 
 
 def test_step_weights_follow_changes_to_the_model(tiny_model_dir):

@@ -4,7 +4,8 @@
 
 Weights are stored as float16 (half the size; `from_pretrained` casts them back to float32, and
 the logits move by about 1e-3), `corpus_lines.npy` holds the hashes of every corpus line so the copy
-guard works where the corpus is absent, `training.json` keeps the run's summary (recipe, compute
+guard works where the corpus is absent, `corpus.npz` the corpus itself, compressed (about 4 MB), so
+the copy report names the nearest corpus poem on any machine, `training.json` keeps the run's summary (recipe, compute
 time, epochs) for the evaluation and the model card, and the card is kept. The output folder is
 replaced atomically.
 """
@@ -20,7 +21,7 @@ from safetensors.torch import save_file
 
 from poetry_model.data import load_npz
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
-from poetry_model.novelty import write_line_hashes
+from poetry_model.novelty import write_corpus, write_line_hashes
 from poetry_model.vocab import TITLE_END
 from train.evaluate import TRAINING_FILE, training_info
 
@@ -40,6 +41,7 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
         state.pop("head.weight")  # stored once, as the embedding
     save_file(state, str(tmp / WEIGHTS_FILE))
     write_line_hashes(dataset, tmp)
+    write_corpus(dataset, tmp)
     summary = training_info(str(model_dir))
     for key in ("data", "out"):  # machine paths of the run have no place in a shipped folder
         (summary.get("config") or {}).pop(key, None)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from poetry_model.data import DatasetError, PoemDataset, dedup_split, load_npz, split_indices, title_ids
 from poetry_model.model import PoetryConfig, PoetryLSTM
 from poetry_model.vocab import TITLE_END, Vocab
+from train.precision import PRECISIONS, PrecisionError, use_bf16
 
 IGNORE = -100  # target id ignored by the loss (padding)
 SAMPLE_SEEDS = (1, 2, 3)
@@ -98,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     resume = ns.pop("resume")
     cfg = TrainConfig(**ns)
     if cfg.recipe not in ("fast", "classic") or cfg.schedule not in ("constant", "cosine", "cosine_time") \
-            or cfg.precision not in ("auto", "bf16", "fp32") or cfg.split not in ("dedup", "random"):
+            or cfg.precision not in PRECISIONS or cfg.split not in ("dedup", "random"):
         p.error("--recipe is fast|classic, --schedule constant|cosine|cosine_time, --precision auto|bf16|fp32, "
                 "--split dedup|random")
     if cfg.schedule == "cosine_time" and not cfg.time_budget:
@@ -325,21 +326,21 @@ def evaluate(model: PoetryLSTM, batches: Batches, device: torch.device, bf16: bo
 
 
 def choose_bf16(cfg: TrainConfig, model: PoetryLSTM, batches: Batches, device: torch.device) -> bool:
-    """bf16 autocast if asked, or under `auto` if it measures faster than fp32 on a real batch."""
-    if cfg.precision != "auto" or cfg.recipe == "classic":
-        return cfg.precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
+    """bf16 autocast if asked (and runnable here), or under `auto` if it runs and measures faster than fp32."""
+    if cfg.recipe == "classic" and cfg.precision == "auto":
+        return False  # the book's step is fp32; bf16 only when asked for by name
     inputs, targets = (t.to(device) for t in batches.tensors(batches.order(0)[0], classic=False))
-    timings = {}
-    for bf16 in (False, True, False, True):  # twice each, keep the better: the first call warms up
+
+    def time_step(bf16: bool) -> float:
         start = time.perf_counter()
         LossModel(model, bf16, classic=False)(inputs, targets)[0].backward()
-        timings[bf16] = min(timings.get(bf16, math.inf), time.perf_counter() - start)
-    model.zero_grad(set_to_none=True)
-    return timings[True] < timings[False] * 0.95
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    try:
+        return use_bf16(cfg.precision, device, time_step if device.type == "cpu" else None)
+    except PrecisionError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 # --- checkpoints ---------------------------------------------------------------------------
