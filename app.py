@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import logging
-import math
 import os
 import secrets
 import sys
@@ -43,14 +41,14 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 FORM_CHOICES = ["自由", "五绝", "七绝", "五律", "七律"]
 SCRIPT_CHOICES = [("自动 auto", "auto"), ("简体 simplified", "simplified"), ("繁體 traditional", "traditional")]
 # Limits of this app (a free 2-vCPU Space); the library checks everything else.
-MAX_CANDIDATES = 8
-MAX_TEMPERATURE = 2.0
+APP_MAX_CANDIDATES = 8
+APP_MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 500
 MAX_SEED = 2**53 - 1          # exact in the browser's numbers, so a shown seed always reproduces
 MAX_TEXT = 1000               # characters; a cheap guard before the library's own limits
 CONCURRENCY = 32              # requests generated at once: decoded together, one batched model step per token
 QUEUE_SIZE = 128
-MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x MAX_CANDIDATES); more requests wait
+MAX_ROWS = 256                # candidates decoded at once (CONCURRENCY x APP_MAX_CANDIDATES); more requests wait
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,7 +84,7 @@ def start_generator(args: argparse.Namespace):
     concurrency = max(1, args.concurrency)
     return PoetWorker(args.model if args.model is not None else DEFAULT_MODEL_DIR, device=args.device,
                       corpus=args.corpus, threads=max(1, args.threads),
-                      max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+                      max_rows=max(MAX_ROWS, concurrency * APP_MAX_CANDIDATES))
 
 
 def wait_for_generator(worker, model: str | None):
@@ -111,11 +109,21 @@ if __name__ == "__main__":
 import gradio as gr  # noqa: E402
 
 from app_render import POEM_CSS, render_result, toast_text  # noqa: E402
+from poetry_model.generation.config import (  # noqa: E402  (light: no torch)
+    GenerationConfig,
+    check_flag,
+    check_integer,
+    check_number,
+    check_string,
+)
 
-DEFAULTS: dict[str, Any] = dict(prompt="", acrostic="", form="自由", rhyme=True, rhyme_strength=1.0, tones=True,
-                                tone_strength=1.0, temperature=0.8, top_k=50, top_p=0.95, style="",
-                                num_candidates=1, seed=-1, script="auto")
-PARAMS = tuple(DEFAULTS)
+APP_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
+              "top_k", "top_p", "style", "num_candidates", "seed", "script")
+# The library's defaults, in this app's conventions: the form by its Chinese name, seed -1 = random, top_k 0 = no limit.
+DEFAULTS: dict[str, Any] = {**{k: GenerationConfig.default(k) for k in APP_PARAMS}, "form": "自由", "seed": -1,
+                            "top_k": GenerationConfig.default("top_k") or 0}
+D = DEFAULTS
+PARAMS = APP_PARAMS
 
 EXAMPLES = [  # prompt, acrostic, form, style, seed
     ["", "春夏秋冬", "七绝", "", 7],
@@ -126,6 +134,17 @@ EXAMPLES = [  # prompt, acrostic, form, style, seed
 ]
 
 
+# The API page: each parameter's help is the library's (GenerationConfig), with this app's conventions.
+APP_CONVENTIONS = {"form": "自由 (free), 五绝, 七绝, 五律, 七律", "top_k": "0 or null = no limit",
+                   "seed": "-1 or null = a random seed (reported with the poems)"}
+API_DOC = "\n".join([
+    'Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has text, lines, '
+    "score and score_parts, prosody (per-character tones, rhyme, violations), copy (nearest corpus poem, "
+    "longest shared span), seed and settings.", "", "Args:",
+    *(f"    {k}: {GenerationConfig.meta(k)['help']}" + (f"; {APP_CONVENTIONS[k]}" if k in APP_CONVENTIONS else "")
+      for k in APP_PARAMS)])
+
+
 class BadInput(ValueError):
     """A request this app refuses before it reaches the library."""
 
@@ -134,36 +153,14 @@ class BadInput(ValueError):
 # Request: the API's (or the page's) raw values -> poet.generate keyword arguments
 
 
-def _integer(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise BadInput(f"{name} must be an integer from {lo} to {hi}{hint}, got {value!r}")
-    return value
-
-
-def _real(name: str, value: Any, lo: float, hi: float, *, open_low: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (lo < value if open_low else lo <= value) or value > hi:
-        bound = f"{'>' if open_low else '>='} {lo:g} and <= {hi:g}"
-        raise BadInput(f"{name} must be a number {bound}, got {value!r}")
-    return float(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise BadInput(f"{name} must be true or false, got {value!r}")
-    return value
-
-
 def _string(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BadInput(f"{name} must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TEXT:
-        raise BadInput(f"{name} is too long: {len(value)} characters")
-    return value
+    return "" if value is None else check_string(name, value, MAX_TEXT)
+
+
+def _range(name: str, value: Any, hi: float | None = None) -> float:
+    """A number in the library's range for `name` (capped at `hi`, this app's own limit)."""
+    meta = GenerationConfig.meta(name)
+    return check_number(name, value, meta["lo"], min(meta["hi"], hi or meta["hi"]), open_low=meta["open_low"])
 
 
 def request_kwargs(**raw: Any) -> dict[str, Any]:
@@ -176,17 +173,19 @@ def request_kwargs(**raw: Any) -> dict[str, Any]:
     if unknown:
         raise BadInput(f"unknown parameter(s): {', '.join(unknown)}")
     v = {**DEFAULTS, **raw}
-    top_k = None if v["top_k"] is None else _integer("top_k", v["top_k"], 0, MAX_TOP_K, " (0 = no limit)")
-    seed = None if v["seed"] is None else _integer("seed", v["seed"], -1, MAX_SEED, " (-1 = random)")
+    top_k = None if v["top_k"] is None else check_integer("top_k", v["top_k"], 0, MAX_TOP_K, hint=" (0 = no limit)",
+                                                           whole_floats=True)
+    seed = None if v["seed"] is None else check_integer("seed", v["seed"], -1, MAX_SEED, hint=" (-1 = random)",
+                                                        whole_floats=True)
     return dict(
         prompt=_string("prompt", v["prompt"]), acrostic=_string("acrostic", v["acrostic"]),
         form=_string("form", v["form"]) or "free",
-        rhyme=_flag("rhyme", v["rhyme"]), rhyme_strength=_real("rhyme_strength", v["rhyme_strength"], 0, 1),
-        tones=_flag("tones", v["tones"]), tone_strength=_real("tone_strength", v["tone_strength"], 0, 1),
-        temperature=_real("temperature", v["temperature"], 0, MAX_TEMPERATURE),
-        top_k=top_k or None, top_p=_real("top_p", v["top_p"], 0, 1, open_low=True),
+        rhyme=check_flag("rhyme", v["rhyme"]), rhyme_strength=_range("rhyme_strength", v["rhyme_strength"]),
+        tones=check_flag("tones", v["tones"]), tone_strength=_range("tone_strength", v["tone_strength"]),
+        temperature=_range("temperature", v["temperature"], APP_MAX_TEMPERATURE),
+        top_k=top_k or None, top_p=_range("top_p", v["top_p"]),
         style=_string("style", v["style"]),
-        num_candidates=_integer("num_candidates", v["num_candidates"], 1, MAX_CANDIDATES),
+        num_candidates=check_integer("num_candidates", v["num_candidates"], 1, APP_MAX_CANDIDATES, whole_floats=True),
         seed=None if seed is None or seed < 0 else seed,
         script=_string("script", v["script"]) or "auto",
     )
@@ -227,80 +226,6 @@ async def run_request(generator, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Gradio sessions
-
-
-class _Forward:
-    """Another object's attributes, with some replaced."""
-
-    def __init__(self, target, **replaced):
-        self._target = target
-        vars(self).update(replaced)
-
-    def __getattr__(self, name: str):
-        return getattr(self._target, name)
-
-
-class _ConfigWithCache(_Forward):
-    """A BlocksConfig whose copies (what a new session keeps) look block configs up in a cache."""
-
-    def __copy__(self):
-        new = copy.copy(self._target)
-        new.config_for_block = self.cached
-        return new
-
-
-def _config_copy(config: dict) -> dict:
-    """A block config a session may change: gradio updates only `props` in place."""
-    out = dict(config)
-    if isinstance(out.get("props"), dict):
-        out["props"] = dict(out["props"])
-    return out
-
-
-def share_block_configs() -> bool:
-    """Make new gradio sessions reuse the block configs instead of rebuilding them.
-
-    Every call of the REST API (`/gradio_api/call/...` without a session) opens a new session,
-    and gradio's SessionState then computes the config of every block of the page (~40 here,
-    each through `inspect.signature`): about a quarter of the server's CPU per request, measured.
-    The configs are the same for every new session, so each is computed once and new sessions
-    get copies (their own `props`, the only part gradio changes in place). A block replaced since
-    is computed afresh; sessions behave exactly as before. Returns False (and changes nothing) if
-    this gradio has no SessionState to extend."""
-    try:
-        from gradio import route_utils, state_holder
-    except ImportError:
-        return False
-    base = getattr(state_holder, "SessionState", None)
-    if base is None or getattr(base, "shares_block_configs", False):
-        return base is not None
-    cache: dict[int, tuple[Any, dict]] = {}
-
-    class SharedConfigSession(base):
-        shares_block_configs = True
-
-        def __init__(self, blocks):
-            compute = type(blocks.default_config).config_for_block
-
-            def cached(_id, rendered_ids, block, renderable=None):
-                if rendered_ids or renderable is not None:
-                    return compute(_id, rendered_ids, block, renderable)
-                hit = cache.get(_id)
-                if hit is None or hit[0] is not block:
-                    hit = cache[_id] = (block, compute(_id, rendered_ids, block))
-                return _config_copy(hit[1])
-
-            super().__init__(_Forward(blocks, default_config=_ConfigWithCache(blocks.default_config, cached=cached)))
-            vars(self.blocks_config).pop("config_for_block", None)  # later changes compute as usual
-
-    state_holder.SessionState = SharedConfigSession
-    if getattr(route_utils, "SessionState", None) is base:
-        route_utils.SessionState = SharedConfigSession
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
 # The Blocks
 
 
@@ -317,21 +242,20 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
     if not hasattr(generator, "submit"):  # a Poet
         from poetry_model.generation import Batcher
 
-        generator = Batcher(generator, max_rows=max(MAX_ROWS, concurrency * MAX_CANDIDATES))
+        generator = Batcher(generator, max_rows=max(MAX_ROWS, concurrency * APP_MAX_CANDIDATES))
 
-    async def generate(prompt: str = "", acrostic: str = "", form: str = "自由", rhyme: bool = True,
-                       rhyme_strength: float = 1.0, tones: bool = True, tone_strength: float = 1.0,
-                       temperature: float = 0.8, top_k: int | None = 50, top_p: float = 0.95, style: str = "",
-                       num_candidates: int = 1, seed: int | None = -1, script: str = "auto") -> dict:
-        """Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has
-        text, lines, score and score_parts, prosody (per-character tones, rhyme, violations), copy
-        (nearest corpus poem, longest shared span), seed and settings. form: 自由 (free), 五绝, 七绝,
-        五律, 七律; top_k 0 or null = no limit; seed -1 or null = random (reported); script: auto,
-        simplified or traditional."""
+    async def generate(prompt: str = D["prompt"], acrostic: str = D["acrostic"], form: str = D["form"],
+                       rhyme: bool = D["rhyme"], rhyme_strength: float = D["rhyme_strength"], tones: bool = D["tones"],
+                       tone_strength: float = D["tone_strength"], temperature: float = D["temperature"],
+                       top_k: int | None = D["top_k"], top_p: float = D["top_p"], style: str = D["style"],
+                       num_candidates: int = D["num_candidates"], seed: int | None = D["seed"],
+                       script: str = D["script"]) -> dict:
         return await run_request(generator, dict(
             prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme, rhyme_strength=rhyme_strength, tones=tones,
             tone_strength=tone_strength, temperature=temperature, top_k=top_k, top_p=top_p, style=style,
             num_candidates=num_candidates, seed=seed, script=script))
+
+    generate.__doc__ = API_DOC
 
     async def generate_page(*values):
         result = await generate(*values)
@@ -354,34 +278,34 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                                     info="诗的开头，由模型续写 · the opening, continued by the model")
                 acrostic = gr.Textbox(label="藏头 Acrostic", placeholder="春夏秋冬", elem_id="acrostic",
                                       info="每句首字 · one head character per line")
-                form = gr.Radio(FORM_CHOICES, value="自由", label="体裁 Form", elem_id="form",
+                form = gr.Radio(FORM_CHOICES, value=D["form"], label="体裁 Form", elem_id="form",
                                 info="自由 = free verse; 绝句 4 lines, 律诗 8 lines of 5 or 7 characters")
                 with gr.Row():
-                    rhyme = gr.Checkbox(True, label="押韵 Rhyme", elem_id="rhyme", info="even lines rhyme", scale=1)
-                    rhyme_strength = gr.Slider(0, 1, 1.0, step=0.05, label="押韵强度 Rhyme strength", scale=2,
+                    rhyme = gr.Checkbox(D["rhyme"], label="押韵 Rhyme", elem_id="rhyme", info="even lines rhyme", scale=1)
+                    rhyme_strength = gr.Slider(0, 1, D["rhyme_strength"], step=0.05, label="押韵强度 Rhyme strength", scale=2,
                                                info="1 = strict, 0 = off", elem_id="rhyme_strength")
                 with gr.Row():
-                    tones = gr.Checkbox(True, label="平仄 Tones", elem_id="tones", info="level/oblique pattern",
+                    tones = gr.Checkbox(D["tones"], label="平仄 Tones", elem_id="tones", info="level/oblique pattern",
                                         scale=1)
-                    tone_strength = gr.Slider(0, 1, 1.0, step=0.05, label="平仄强度 Tone strength", scale=2,
+                    tone_strength = gr.Slider(0, 1, D["tone_strength"], step=0.05, label="平仄强度 Tone strength", scale=2,
                                               info="1 = strict, 0 = off", elem_id="tone_strength")
                 with gr.Accordion("采样 Sampling", open=False):
-                    temperature = gr.Slider(0, MAX_TEMPERATURE, 0.8, step=0.05, label="温度 Temperature",
+                    temperature = gr.Slider(0, APP_MAX_TEMPERATURE, D["temperature"], step=0.05, label="温度 Temperature",
                                             info="0 = greedy; higher = bolder", elem_id="temperature")
-                    top_k = gr.Slider(0, MAX_TOP_K, 50, step=1, label="Top-k",
+                    top_k = gr.Slider(0, MAX_TOP_K, D["top_k"], step=1, label="Top-k",
                                       info="只从最可能的 k 字中选 · 0 = no limit", elem_id="top_k")
-                    top_p = gr.Slider(0.05, 1, 0.95, step=0.01, label="Top-p",
+                    top_p = gr.Slider(0.05, 1, D["top_p"], step=0.01, label="Top-p",
                                       info="累计概率截断 · nucleus sampling", elem_id="top_p")
                     style = gr.Textbox(label="风格 Style", placeholder="大漠孤烟直，长河落日圆。", elem_id="style",
                                        info="先读给模型定基调，不输出 · read first to set the mood, not printed")
-                num_candidates = gr.Slider(1, MAX_CANDIDATES, 1, step=1, label="候选数 Candidates",
+                num_candidates = gr.Slider(1, APP_MAX_CANDIDATES, D["num_candidates"], step=1, label="候选数 Candidates",
                                            info="写几首，按分数排序 · poems written and ranked", elem_id="num_candidates")
                 with gr.Row(equal_height=True):
-                    seed = gr.Number(-1, label="随机种子 Seed", precision=0, minimum=-1, maximum=MAX_SEED,
+                    seed = gr.Number(D["seed"], label="随机种子 Seed", precision=0, minimum=-1, maximum=MAX_SEED,
                                      info="-1 = 每次随机 · random each time; the seed used is shown with the poem",
                                      elem_id="seed", scale=3)
                     reseed = gr.Button("新种子 New seed", elem_id="new_seed", scale=1)
-                script = gr.Radio(SCRIPT_CHOICES, value="auto", label="简/繁 Script", elem_id="script",
+                script = gr.Radio(SCRIPT_CHOICES, value=D["script"], label="简/繁 Script", elem_id="script",
                                   info="输出字体 · output script")
                 go = gr.Button("作诗 Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=3, min_width=360):
@@ -410,7 +334,6 @@ def main(argv: list[str] | None = None) -> None:
                     "with `python -m train.export` or pass --corpus", args.corpus or "the model folder's corpus.npz")
     log.info("model %s ready %.1f s after start", args.model or DEFAULT_MODEL_DIR, time.perf_counter() - STARTED)
     shown = args.model or str(DEFAULT_MODEL_DIR)  # a folder by its name only: no server paths on the page
-    share_block_configs()
     concurrency = max(1, args.concurrency)
     demo = build_app(generator, model_name=Path(shown).name if Path(shown).is_dir() else shown,
                      concurrency=concurrency)

@@ -35,6 +35,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from poetry_model.generation.config import GenerationConfig  # noqa: E402  (light: no torch)
+
 DEFAULT_MODEL = REPO / "checkpoints" / "tang-lstm"
 LEVELS = (1, 10, 20)
 REQUEST = dict(acrostic="春夏秋冬", form="七绝", num_candidates=1)
@@ -75,8 +79,8 @@ def summary(lat_s: list[float]) -> dict:
 
 DATA_ORDER = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
               "top_k", "top_p", "style", "num_candidates", "seed", "script")
-DEFAULTS = dict(prompt="", acrostic="", form="自由", rhyme=True, rhyme_strength=1.0, tones=True, tone_strength=1.0,
-                temperature=0.8, top_k=50, top_p=0.95, style="", num_candidates=1, seed=-1, script="auto")
+# The library's defaults in the app's conventions (form by its Chinese name, seed -1 = random), as app.py has them.
+DEFAULTS = {**{k: GenerationConfig.default(k) for k in DATA_ORDER}, "form": "自由", "seed": -1}
 
 
 class HttpClient:

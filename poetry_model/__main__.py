@@ -10,27 +10,34 @@ import json
 import sys
 
 
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    """One option per GenerationConfig field, with its default and help (booleans on by default get --no-X)."""
+    from .generation.config import GenerationConfig
+
+    for name in GenerationConfig.names():
+        if name == "prompt":
+            continue
+        default, meta = GenerationConfig.default(name), GenerationConfig.meta(name)
+        flags = meta["flags"] or ("--" + name.replace("_", "-"),)
+        help_text = meta["help"]
+        if isinstance(default, bool):
+            p.add_argument(*flags, dest=name, action="store_false" if default else "store_true",
+                           help=("turn off: " if default else "turn on: ") + help_text)
+            continue
+        kind = {"seed": int, "max_length": int, "top_k": int}.get(name) or type(default)
+        if name == "top_k":
+            help_text += "; 0 = no limit"
+        if name == "max_length":  # None: the library's default
+            default = None
+        p.add_argument(*flags, dest=name, type=kind, default=default, choices=meta["choices"] if name == "script" else None,
+                       help=f"{help_text} (default {GenerationConfig.default(name)!r})")
+
+
 def add_generate(sub) -> None:
-    """The `generate` subcommand and its options (defaults are those of Poet.generate)."""
+    """The `generate` subcommand and its options (GenerationConfig's fields, with its defaults)."""
     p = sub.add_parser("generate", help="write poems", description="Write poems; the best-scored first.")
     p.add_argument("prompt", nargs="?", default="", help="the poem's beginning, continued by the model")
-    p.add_argument("--acrostic", default="", help="藏头: one head character per line (punctuation ignored)")
-    p.add_argument("--form", default="free", help="free, 五绝, 七绝, 五律, 七律, or 五言/七言 (length by acrostic)")
-    p.add_argument("--no-rhyme", dest="rhyme", action="store_false", help="no rhyme constraint")
-    p.add_argument("--no-tones", dest="tones", action="store_false", help="no tone (平仄) constraint")
-    p.add_argument("--rhyme-strength", type=float, default=1.0, help="0..1, 1 = hard mask (default)")
-    p.add_argument("--tone-strength", type=float, default=1.0, help="0..1, 1 = hard mask (default)")
-    p.add_argument("-t", "--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=50, help="0 = no limit")
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="nats per earlier use of a character")
-    p.add_argument("--style", default="", help="text fed first to set the mood (not printed)")
-    p.add_argument("-n", "--num-candidates", type=int, default=1)
-    p.add_argument("--seed", type=int, default=None, help="default: drawn, and printed")
-    p.add_argument("--max-length", type=int, default=None, help="characters of a free-verse poem")
-    p.add_argument("--script", default="auto", choices=["auto", "simplified", "traditional"])
-    p.add_argument("--allow-copies", dest="avoid_copies", action="store_false",
-                   help="let lines equal corpus lines")
+    _config_arguments(p)
     p.add_argument("--model", default=None, help="model folder or Hub repo id (default: the shipped model)")
     p.add_argument("--corpus", default=None, help="corpus.npz or tang.npz for the full copy report (default: the model folder's corpus.npz)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
@@ -40,12 +47,12 @@ def add_generate(sub) -> None:
 
 def generate_kwargs(args: argparse.Namespace) -> dict:
     """Poet.generate keyword arguments from parsed options."""
-    kwargs = {k: getattr(args, k) for k in (
-        "acrostic", "form", "rhyme", "tones", "rhyme_strength", "tone_strength", "temperature", "top_p",
-        "repetition_penalty", "style", "num_candidates", "seed", "script", "avoid_copies")}
+    from .generation.config import GenerationConfig
+
+    kwargs = {k: getattr(args, k) for k in GenerationConfig.names() if k != "prompt"}
     kwargs["top_k"] = None if args.top_k == 0 else args.top_k
-    if args.max_length is not None:
-        kwargs["max_length"] = args.max_length
+    if args.max_length is None:
+        del kwargs["max_length"]
     return kwargs
 
 

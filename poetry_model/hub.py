@@ -30,7 +30,8 @@ DATASET = ("chinese-poetry", "chinese-poetry 全唐诗 (Tang poems), de-duplicat
 
 def write_model_card(model_dir: str | Path, metrics: dict, *, model_name: str = "tang-lstm",
                      repo_id: str | None = None, description: str = "") -> Path:
-    """Write `model_dir/README.md`: the mixin's metadata plus a `model-index` with the validation metrics."""
+    """Write `model_dir/README.md` (a saved model folder): the mixin's metadata plus a `model-index` with the
+    validation metrics."""
     model_dir = Path(model_dir)
     values = {k: float(v) for k, v in metrics.items()
               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
@@ -40,7 +41,7 @@ def write_model_card(model_dir: str | Path, metrics: dict, *, model_name: str = 
                           dataset_type=DATASET[0], dataset_name=DATASET[1], dataset_split="validation",
                           metric_type=key, metric_name=METRIC_NAMES.get(key, key), metric_value=value)
                for key, value in values.items()]
-    base = PoetryLSTM._hub_mixin_info.model_card_data.to_dict()
+    base = PoetryLSTM.from_pretrained(model_dir).generate_model_card().data.to_dict()  # the mixin's metadata
     data = ModelCardData(**base, model_name=model_name, eval_results=results)
     table = "\n".join(f"| {METRIC_NAMES.get(k, k)} | {v:.4g} |" for k, v in values.items())
     text = f"## Validation results\n\n| metric | value |\n|---|---|\n{table}\n\n{description}".rstrip() + "\n"

@@ -9,8 +9,9 @@ event loop and the decoding thread of a `Batcher` take turns on that core while 
 idles. Here the Poet and its Batcher live in a child process, which decodes beside the server.
 Its torch import and model load also overlap the server's own start-up.
 
-Requests and answers are length-prefixed pickles over the child's stdin and stdout (its own
-prints go to stderr); nothing is unpickled from a file or the network. Answers are the poems' JSON
+Requests and answers are `multiprocessing.connection` messages (length-prefixed pickles) over
+the child's stdin and stdout (its own prints go to stderr); nothing is unpickled from a file or
+the network. Answers are the poems' JSON
 dicts (built in the child, off the server's core) or the exception `generate` raised. If the child
 dies, waiting requests fail with `WorkerError`, new ones are refused while a fresh child starts,
 and serving resumes. The child exits when its parent's pipe closes.
@@ -21,17 +22,16 @@ import itertools
 import logging
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<Q")  # the byte length of the pickle that follows
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # on the child's path, wherever the parent runs
 
 
@@ -39,23 +39,16 @@ class WorkerError(RuntimeError):
     """The generator process could not start, or died while requests were waiting."""
 
 
-def _send(pipe: BinaryIO, lock: threading.Lock, message: Any) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    with lock:
-        pipe.write(_HEADER.pack(len(data)) + data)
-        pipe.flush()
+def _send(conn: Connection, lock: threading.Lock, message: Any) -> None:
+    with lock:  # one message at a time: several threads answer or ask
+        conn.send(message)
 
 
-def _receive(pipe: BinaryIO) -> Any:
-    """The next message; EOFError when the other side has closed its end."""
-    header = pipe.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise EOFError
-    size = _HEADER.unpack(header)[0]
-    data = pipe.read(size)
-    if len(data) < size:
-        raise EOFError
-    return pickle.loads(data)
+def _connection(file, *, readable: bool) -> Connection:
+    """A Connection on its own copy of a pipe file's descriptor (the file itself is closed)."""
+    fd = os.dup(file.fileno())
+    file.close()
+    return Connection(fd, readable=readable, writable=not readable)
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -97,7 +90,8 @@ class PoetWorker:
                                                                           os.environ.get("PYTHONPATH")]))}
         self._proc = subprocess.Popen([sys.executable, "-m", "poetry_model.worker", "--serve"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self._to_child, self._from_child = self._proc.stdin, self._proc.stdout
+        self._to_child = _connection(self._proc.stdin, readable=False)
+        self._from_child = _connection(self._proc.stdout, readable=True)
         _send(self._to_child, self._send_lock, self.config)
         self._ready.clear()
         self._reader = threading.Thread(target=self._read, name="poet-worker-reader", daemon=True)
@@ -155,18 +149,18 @@ class PoetWorker:
         """Resolve futures from the child's answers; restart the child if it dies."""
         pipe = self._from_child
         try:
-            kind, info = _receive(pipe)
+            kind, info = pipe.recv()
             self.info = info if kind == "ready" else {"error": info}
             with self._lock:
                 self._alive = kind == "ready"
             self._ready.set()
             while self._alive:
-                request_id, ok, payload = _receive(pipe)
+                request_id, ok, payload = pipe.recv()
                 with self._lock:
                     future = self._pending.pop(request_id, None)
                 if future is not None:
                     future.set_result(payload) if ok else future.set_exception(payload)
-        except EOFError:
+        except (EOFError, OSError):
             pass
         code = self._proc.wait()
         pipe.close()
@@ -200,14 +194,14 @@ def warm_up(poet) -> None:
     poet.generate(seed=0, max_length=16)
 
 
-def serve(inbox: BinaryIO, outbox: BinaryIO) -> int:
+def serve(inbox: Connection, outbox: Connection) -> int:
     """Load the model named by the first message, then answer requests until the inbox closes."""
     import torch
 
     from .generation import Batcher, load
 
     lock = threading.Lock()
-    config = _receive(inbox)
+    config = inbox.recv()
     try:
         torch.set_num_threads(config["threads"])
         extra = {"corpus": config["corpus"]} if config["corpus"] else {}
@@ -230,8 +224,8 @@ def serve(inbox: BinaryIO, outbox: BinaryIO) -> int:
 
     while True:
         try:
-            request_id, kwargs = _receive(inbox)
-        except EOFError:
+            request_id, kwargs = inbox.recv()
+        except (EOFError, OSError):
             return 0
         try:
             future = batcher.submit(**kwargs)
@@ -247,16 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m poetry_model.worker --serve (started by poetry_model.worker.PoetWorker)",
               file=sys.stderr)
         return 2
-    inbox, outbox = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
-    if os.name == "nt":  # pipes carry bytes untranslated
-        import msvcrt
-
-        msvcrt.setmode(inbox.fileno(), os.O_BINARY)
-        msvcrt.setmode(outbox.fileno(), os.O_BINARY)
+    inbox = Connection(os.dup(0), writable=False)
+    outbox = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # whatever a library prints from now on goes to stderr, never into the answers
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # and nothing else reads the requests
-    with inbox, outbox:
+    try:
         return serve(inbox, outbox)
+    finally:
+        inbox.close()
+        outbox.close()
 
 
 if __name__ == "__main__":

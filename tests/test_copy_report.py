@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from poetry_model.corpus_index import CorpusIndex, read_corpus, write_corpus
 from poetry_model.data import load_npz
 from poetry_model.generation import load
-from poetry_model.novelty import CORPUS_FILE, CorpusIndex, read_corpus, write_corpus
+from poetry_model.novelty import CORPUS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "tang-lstm"

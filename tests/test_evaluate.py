@@ -1,4 +1,4 @@
-"""train.evaluate and train.kn_baseline: every metric on a tiny model and a data slice, Kneser-Ney
+"""train.evaluate and train.kneser_ney: every metric on a tiny model and a data slice, Kneser-Ney
 correctness, the model card and the push, and the shipped checkpoint."""
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from huggingface_hub import ModelCard
 
-from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from poetry_model.data import dedup_split, load_npz, split_indices, strip_padding
 from poetry_model.model import PoetryLSTM
 from poetry_model.prosody import analyze
 from train.evaluate import LM_KEYS, MODES, SAMPLE_KEYS, SHARE_KEYS, main
-from train.kn_baseline import KneserNey, fit_and_score
+from train.kneser_ney import KneserNey, fit_and_score
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "tang-lstm"

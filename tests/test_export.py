@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
+from poetry_model.corpus_index import read_corpus
 from poetry_model.data import load_npz
-from poetry_model.novelty import CORPUS_FILE, LINE_HASH_FILE, read_corpus
+from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
+from poetry_model.novelty import CORPUS_FILE, LINE_HASH_FILE
 from train.export import export
 
 
@@ -31,7 +32,7 @@ def test_export_refuses_data_with_another_vocabulary(tiny_model_dir, small_npz, 
 
 
 def test_export_keeps_the_runs_summary_without_machine_paths(small_npz, tmp_path):
-    from train.evaluate import TRAINING_FILE, training_info
+    from train.run_info import TRAINING_FILE, training_info
     from train.train import parse_args, train
 
     cfg, _ = parse_args(["--data", str(small_npz), "--out", str(tmp_path / "run"), "--embedding-dim", "32",

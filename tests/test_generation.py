@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from poetry_model.__main__ import main
+from poetry_model.corpus_index import CorpusIndex
 from poetry_model.data import load_npz, save_npz
 from poetry_model.generation import FORM_LINES, LINE_ENDS, MAX_CANDIDATES, MAX_FREE_LINE, MaskVectors, Poet, load
 from poetry_model.model import PoetryConfig, PoetryLSTM
-from poetry_model.novelty import CorpusIndex, LineIndex, find_line_index, hash_lines, line_hash, write_line_hashes
+from poetry_model.novelty import LineIndex, find_line_index, hash_lines, line_hash, write_line_hashes
 from poetry_model.prosody import analyze
 from poetry_model.vocab import UnknownCharactersError, to_script
 
@@ -199,7 +200,7 @@ def test_a_row_gets_the_same_numbers_alone_or_in_any_batch(poet):
     with torch.inference_mode():
         feats, state = poet.stepper.prefill([poet.vocab.start_id], 1, poet.device)
         rows = [(feats, state)]
-        for _ in range(9):  # a few different states: batches up to 10 rows, past two row blocks
+        for _ in range(9):  # a few different states: batches up to 10 rows, past BLAS's 4-row blocks
             tok = torch.tensor([int(rng.integers(len(poet.vocab)))])
             feats, state = poet.stepper.step(tok, state)
             rows.append((feats, state))
@@ -214,34 +215,12 @@ def test_a_row_gets_the_same_numbers_alone_or_in_any_batch(poet):
             assert all(torch.equal(logp_n[i], poet.stepper.log_probs(rows[i][0])[0]) for i in range(n))
 
 
-def test_fixed_tiles_give_the_bits_of_padded_blocks(poet):
-    """The fallback for a BLAS that rounds across batch sizes (one ROW_BLOCK per call) agrees bit for bit
-    with padded row blocks wherever both are exact, so switching between them changes no poem."""
-    from poetry_model.generation import ROW_BLOCK, rows_agree
-
-    stepper = poet.stepper.sync()
-    if not rows_agree(stepper.w_hh0):
-        pytest.skip("this BLAS rounds rows differently across batch sizes: the stepper tiles already")
-    gen = torch.Generator().manual_seed(1)
-    state = [(torch.randn(2 * ROW_BLOCK + 1, h.shape[1], generator=gen),
-              torch.randn(2 * ROW_BLOCK + 1, h.shape[1], generator=gen)) for h, _ in stepper.prefill([1], 1)[1]]
-    tokens = torch.randint(len(poet.vocab), (2 * ROW_BLOCK + 1,), generator=gen)
-    with torch.inference_mode():
-        padded = stepper.step(tokens, state)[0]
-        stepper.tile = True
-        try:
-            tiled = stepper.step(tokens, state)[0]
-            tiled_logp = stepper.log_probs(tiled)
-        finally:
-            stepper.tile = False
-        assert torch.equal(padded, tiled) and torch.equal(stepper.log_probs(padded), tiled_logp)
-
-
 def test_step_weights_follow_changes_to_the_model(tiny_model_dir):
     poet = load(tiny_model_dir, device="cpu", corpus=None)
     before = poet.generate(temperature=0, max_length=20)[0].text
     with torch.no_grad():
         poet.model.head.bias[poet.vocab.index["月"]] += 50.0  # in place: the copies must be rebuilt
+    poet.refresh()
     after = poet.generate(temperature=0, max_length=20)[0].text
     assert "月" in after and after != before
 

@@ -7,13 +7,13 @@ import shutil
 
 import pytest
 import torch
+from fake_hub import TOKEN, fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from huggingface_hub import ModelCard
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 
-from fake_hub import TOKEN, fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
-from poetry_model.model import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, PoetryLSTM
 from poetry_model.hub import push_folder, write_model_card
+from poetry_model.model import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, PoetryLSTM
 from poetry_model.vocab import VOCAB_FILE
 
 SEED_IDS_TEXT = "春眠不觉晓，处处闻啼鸟。"

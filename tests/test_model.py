@@ -202,9 +202,10 @@ def test_load_scores_and_continues(tiny_model_dir):
 
 
 def test_load_without_default_model_says_how_to_train(tmp_path, monkeypatch):
-    from poetry_model import generation, load
+    from poetry_model import load
+    from poetry_model.generation import poet
 
-    monkeypatch.setattr(generation, "DEFAULT_MODEL", tmp_path / "checkpoints" / "tang-lstm")
+    monkeypatch.setattr(poet, "DEFAULT_MODEL", tmp_path / "checkpoints" / "tang-lstm")
     with pytest.raises(ModelLoadError, match=r"no default model at .*tang-lstm.*python -m train\.train"):
         load()
 

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_SENSITIVE = ["tests/test_precision.py", "tests/test_train.py", "tests/test_generation.py",
-                 "tests/test_worker.py", "tests/test_app.py"]
+                 "tests/test_worker.py", "tests/test_app.py", "tests/test_golden.py"]
 EMULATED_CPUS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "no-avx": {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ONEDNN_MAX_CPU_ISA": "SSE41"},

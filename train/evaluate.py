@@ -18,11 +18,11 @@ and <EOP>); <START> is only input and padding never counts.
   bits_per_char   cross_entropy / ln 2
   perplexity      exp(cross_entropy)
 The same number for a character n-gram model with interpolated Kneser-Ney smoothing (absolute
-discount 0.75, order --kn-order, train/kn_baseline.py) fitted on the training split: the cheap model
+discount 0.75, order --kn-order, train/kneser_ney.py) fitted on the training split: the cheap model
 a user could pick instead.
 
 Sample metrics, per mode, over --samples poems written by Poet.generate with its default sampling
-settings (temperature 0.8, top-k 50, top-p 0.95; rhyme and tone masks on for the forms). Modes:
+settings (GenerationConfig's defaults; rhyme and tone masks on for the forms). Modes:
 free (free verse, no prompt), 五绝, 七绝, 五律, 七律, and acrostic (free verse, or --acrostic-form, with
 4 head characters drawn with a fixed seed from the 200 most frequent characters of the training
 split). The copy guard (avoid_copies) is OFF unless --avoid-copies, so that the copy metrics measure
@@ -62,7 +62,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 import unicodedata
@@ -74,21 +73,26 @@ import numpy as np
 import torch
 
 from poetry_model.data import DatasetError, PoemDataset, dedup_split, load_npz, split_indices
+from poetry_model.files import atomic_path, write_text_atomic
+from poetry_model.generation.config import MAX_CANDIDATES, GenerationConfig
 from poetry_model.novelty import LineIndex, hash_lines, line_hash
-from poetry_model.novelty import split_lines as copy_lines
 from poetry_model.prosody import FORMS, analyze, shape_form
-from poetry_model.prosody import split_lines as han_lines
+from poetry_model.text import LOST_CHAR, han_lines
+from poetry_model.text import split_lines as copy_lines
 from poetry_model.vocab import TITLE_END
-from train.kn_baseline import DISCOUNT, ORDER, fit_and_score
+from train.kneser_ney import DISCOUNT, ORDER, fit_and_score
+from train.run_info import training_info
 from train.train import Batches, TrainConfig, evaluate
 
 MODES = ("free", *FORMS, "acrostic")
 ACROSTIC_HEADS, HEAD_POOL, ACROSTIC_BATCH = 4, 200, 10
-MAX_BATCH = 64  # Poet.generate's MAX_CANDIDATES
+MAX_BATCH = MAX_CANDIDATES  # candidates of one Poet.generate call
 SHARE_KEYS = ("form_exact", "rhyme_rate", "tone_conformity", "copied_line_share", "whole_poem_copy_rate",
               "distinct_1", "distinct_2", "repetition_rate")
 SAMPLE_KEYS = ("samples", *SHARE_KEYS, "tone_score_mean", "tone_checked_poems", "whole_poem_copies",
                "mean_length", "mean_lines", "duplicates_merged", "copies_avoided", "seconds")
+GENERATION_KEYS = ("temperature", "top_k", "top_p", "repetition_penalty", "rhyme", "tones", "rhyme_strength",
+                   "tone_strength")
 LM_KEYS = ("cross_entropy", "bits_per_char", "perplexity", "tokens", "poems")
 
 
@@ -122,43 +126,6 @@ def load_poet(source: str, ds: PoemDataset, device: torch.device):
                          f"{len(ds.vocab)} tokens); evaluate it on the data it was trained on")
     return poet
 
-
-TRAINING_FILE = "training.json"  # the run's summary, kept by train/export.py in a shipped folder
-
-
-def training_info(source: str) -> dict:
-    """What the run that wrote a model folder says about itself: its exported summary, else the
-    trainer_state.json here or in ../last (recipe, compute seconds, epochs, best epoch)."""
-    folder = Path(source)
-    try:
-        return json.loads((folder / TRAINING_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        pass
-    for state_file in (folder / "trainer_state.json", folder.parent / "last" / "trainer_state.json"):
-        if state_file.is_file():
-            try:
-                state = json.loads(state_file.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            cfg = state.get("config", {})
-            info = {"recipe": cfg.get("recipe"), "train_seconds": state.get("train_seconds"),
-                    "time_budget": cfg.get("time_budget"), "epochs": state.get("epoch"),
-                    "steps": state.get("global_step"), "best_val": state.get("best_val")}
-            return {**info, **_best_record(state_file.parent.parent / "metrics.jsonl")}
-    return {}
-
-
-def _best_record(path: Path) -> dict:
-    """Epoch and training seconds at which the run's best checkpoint was saved (its metrics.jsonl)."""
-    try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
-        return {}
-    best = [r for r in rows if r.get("best")]
-    return {"best_epoch": best[-1].get("epoch"), "best_train_seconds": best[-1].get("wall_s")} if best else {}
-
-
-# --- language-model metrics --------------------------------------------------------------------
 
 def lm_metrics(model, ds: PoemDataset, val_idx: np.ndarray, device: torch.device, batch_size: int = 128) -> dict:
     """Validation cross-entropy exactly as the trainer computes it (its Batches and evaluate, fp32)."""
@@ -256,7 +223,7 @@ def frequent_heads(ds: PoemDataset, train_idx: np.ndarray, pool: int = HEAD_POOL
     order = np.argsort(-counts, kind="stable")
     heads = [ds.vocab.tokens[i] for i in order
              if counts[i] and len(ds.vocab.tokens[i]) == 1 and unicodedata.category(ds.vocab.tokens[i]) == "Lo"
-             and ds.vocab.tokens[i] != "□"]
+             and ds.vocab.tokens[i] != LOST_CHAR]
     return heads[:pool]
 
 
@@ -473,27 +440,26 @@ def run(args: argparse.Namespace) -> dict:
                  "val_poems": int(len(val_idx)), "limit_poems": args.limit_poems, "split": args.split},
         "settings": {"samples": args.samples, "seed": args.seed, "batch_size": args.batch_size,
                      "avoid_copies": args.avoid_copies, "device": str(device),
-                     "generation": "Poet.generate defaults: temperature 0.8, top_k 50, top_p 0.95, "
-                                   "repetition_penalty 1.0, rhyme and tone masks on (strength 1)",
+                     "generation": "Poet.generate defaults: " + ", ".join(
+                         f"{k} {GenerationConfig.default(k)}" for k in GENERATION_KEYS),
                      "acrostic_form": args.acrostic_form,
                      "acrostic_heads": f"{ACROSTIC_HEADS} distinct characters from the {len(head_pool)} most "
                                        "frequent of the training split"},
         "models": {},
     }
-    with open(out / "samples.jsonl.tmp", "w", encoding="utf-8") as sample_file:
+    with atomic_path(out / "samples.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as sample_file:
         for key, source in (("model", args.model), ("baseline", args.baseline)):
             if source:
                 results["models"][key] = evaluate_model(source, ds, train_idx, val_idx, args, device, copies,
                                                         head_pool, sample_file)
-    (out / "samples.jsonl.tmp").replace(out / "samples.jsonl")
     print(f"{args.kn_order}-gram Kneser-Ney on {len(train_idx)} training poems ...", file=sys.stderr, flush=True)
     results["kn"] = fit_and_score(ds, train_idx, val_idx, order=args.kn_order, discount=DISCOUNT)
     if not args.lm_only:
         results["reference"] = reference_metrics(ds, val_idx, args.samples, args.seed, copies)
     results["seconds"] = round(time.perf_counter() - started, 1)
     tables = markdown_tables(results)
-    _write_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
-    _write_atomic(out / "results.md", tables)
+    write_text_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=1))
+    write_text_atomic(out / "results.md", tables)
     print(tables, flush=True)
     if args.write_card or args.push_to_hub:
         model_dir = local_model_dir(args.model, out)
@@ -506,12 +472,6 @@ def run(args: argparse.Namespace) -> dict:
         print(f"pushed: {push_folder(model_dir, args.push_to_hub, commit_message='Evaluation results and model card')}")
     print(f"results: {out / 'results.json'}, {out / 'results.md'} ({results['seconds']:.0f} s)")
     return results
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,9 +5,11 @@
 Weights are stored as float16 (half the size; `from_pretrained` casts them back to float32, and
 the logits move by about 1e-3), `corpus_lines.npy` holds the hashes of every corpus line so the copy
 guard works where the corpus is absent, `corpus.npz` the corpus itself, compressed (about 4 MB), so
-the copy report names the nearest corpus poem on any machine, `training.json` keeps the run's summary (recipe, compute
-time, epochs) for the evaluation and the model card, and the card is kept. The output folder is
-replaced atomically.
+the copy report names the nearest corpus poem on any machine, `couplets.npz` the 对仗 table of the
+train split's 律诗 middle couplets (poetry_model.couplets), `training.json` keeps the run's summary (recipe, compute
+time, epochs) for the evaluation and the model card, and the card is kept. The new folder is written
+beside the output and checked to load before it takes the output's place (`replace_dir`: at every
+moment the output or its `.old` copy is a complete folder).
 """
 from __future__ import annotations
 
@@ -19,11 +21,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from poetry_model.data import load_npz
+from poetry_model.corpus_index import write_corpus
+from poetry_model.couplets import COUPLETS_FILE, CoupletTable
+from poetry_model.data import load_npz, split_indices
+from poetry_model.files import replace_dir, temporary_name
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
-from poetry_model.novelty import write_corpus, write_line_hashes
+from poetry_model.novelty import write_line_hashes
 from poetry_model.vocab import TITLE_END
-from train.evaluate import TRAINING_FILE, training_info
+from train.run_info import TRAINING_FILE, training_info
+
+
+def write_couplets(dataset, folder: Path) -> Path:
+    """The 对仗 table (`couplets.npz`, about 0.2 MB) learned from the train split's real 律诗 middle couplets."""
+    train, _ = split_indices(len(dataset))
+    path = folder / COUPLETS_FILE
+    CoupletTable.learn([dataset.poem_text(i) for i in train]).save(path)
+    return path
 
 
 def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -33,7 +46,7 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     extra = model.vocab.tokens[len(dataset.vocab):]
     if model.vocab.tokens[:len(dataset.vocab)] != dataset.vocab.tokens or any(t != TITLE_END for t in extra):
         raise SystemExit(f"error: {data} has another vocabulary than {model_dir}; export with the training data")
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = temporary_name(out)
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("*.tmp*"))
     state = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}
@@ -42,16 +55,14 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     save_file(state, str(tmp / WEIGHTS_FILE))
     write_line_hashes(dataset, tmp)
     write_corpus(dataset, tmp)
+    write_couplets(dataset, tmp)
     summary = training_info(str(model_dir))
     for key in ("data", "out"):  # machine paths of the run have no place in a shipped folder
         (summary.get("config") or {}).pop(key, None)
     if summary:
         (tmp / TRAINING_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    PoetryLSTM.from_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    PoetryLSTM.from_pretrained(tmp)  # the new folder loads before it replaces the old one
+    return replace_dir(tmp, out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -233,7 +233,7 @@ def init_model(cfg: TrainConfig, vocab: Vocab) -> tuple[PoetryLSTM, dict]:
     The folder's sizes win over the size options, which are rewritten into `cfg` so that the
     checkpoint records what was trained. Its vocabulary must be the data's, possibly already with the
     tokens this run appends (see Vocab.extended)."""
-    from train.evaluate import training_info
+    from train.run_info import training_info
 
     try:
         model = PoetryLSTM.from_pretrained(cfg.init_from)
@@ -686,7 +686,10 @@ def weights_digest(model: torch.nn.Module) -> str:
 def main(argv: list[str] | None = None) -> None:
     cfg, resume = parse_args(argv)
     summary = train(cfg, resume)
-    print(json.dumps(summary), flush=True)  # every rank: lets anyone compare weights across ranks
+    # Every rank: lets anyone compare weights across ranks. One write per line: print() writes the text and
+    # the newline separately, so two ranks sharing a pipe could splice their lines together.
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
     if summary["stopped"] == "nan":
         sys.exit(1)
 

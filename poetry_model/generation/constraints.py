@@ -1,0 +1,440 @@
+"""The rules a candidate's next token must follow, one class each, behind one interface.
+
+A request's decoder holds a list of constraints (`build_constraints`) and applies them in order
+at every step, much like transformers' LogitsProcessor list. Each may:
+
+* `forced(row)`: dictate the token outright (form punctuation, an acrostic head): no sampling;
+* `layer(i, row)`: add a float32 vector to the model's log-probabilities (0 allowed, -inf banned,
+  log(1 - strength) discouraged) or return int64 ids to ban; None when it has nothing to say.
+  Constraints with `cached = True` hand out the same read-only arrays step after step, so their
+  sum is built once per combination (`MaskVectors`);
+* `rejects(row, tok)`: refuse a sampled token afterwards (it is banned and the row resampled,
+  at most `retries` times);
+* `advance(i, row, tok)`: keep its own per-row memory.
+
+When no token meets every layer, layers are dropped, lowest `priority` first (None: never
+dropped), and the drop is noted in the poem's relaxations. Adding a rule = one class here plus
+one line in `build_constraints`.
+"""
+from __future__ import annotations
+
+import math
+import unicodedata
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..prosody import StepMasks
+from ..text import LINE_ENDS, SENTENCE_ENDS
+from ..vocab import EOP
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .engine import Row
+
+MAX_FREE_LINE = 12      # longest free-verse line, in characters
+MIN_FREE_LINES = 4      # free verse without an acrostic or a form ends no earlier than a quatrain
+COPY_RETRIES = 8        # resamples per step before a corpus line is let through (and reported)
+
+
+def _frozen(mask: np.ndarray) -> np.ndarray:
+    mask.flags.writeable = False
+    return mask
+
+
+class TokenClasses:
+    """Boolean masks over a vocabulary: Han characters, line ends, sentence ends, <EOP>; built once."""
+
+    def __init__(self, tokens: list[str]):
+        is_char = np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])
+        self.eop_id = tokens.index(EOP)
+        self.char = _frozen(is_char)
+        self.line_end = _frozen(np.isin(tokens, list(LINE_ENDS)))
+        self.sentence_end = _frozen(np.isin(tokens, list(SENTENCE_ENDS)))
+        self.eop = _frozen(np.arange(len(tokens)) == self.eop_id)
+        # What a generated token may ever be: no <START>, padding, the lost-character mark or stray marks.
+        self.keep = _frozen(self.char | self.line_end | self.eop)
+        self.start = self.char
+        self.start_or_eop = _frozen(self.char | self.eop)
+        self.within = {False: _frozen(self.char | self.line_end), True: _frozen(self.char | self.sentence_end)}
+        self.close = {False: self.line_end, True: self.sentence_end}
+
+
+# ---------------------------------------------------------------------------------------------
+# Line states: where a candidate stands in its poem
+
+
+class LineState(Protocol):
+    """What a candidate's structure tracks: prosody.FormState for the forms, FreeState for free verse."""
+
+    relaxations: list[str]
+
+    def step_masks(self) -> StepMasks:
+        """Structure, tone and rhyme masks of the next token (the same arrays until `advance`)."""
+
+    def advance(self, token_id: int) -> None: ...
+
+    def closes_after_char(self) -> bool:
+        """Whether one more character would have to end the current line (so it completes the line)."""
+
+
+class FreeState:
+    """Free-verse line state: lines of Han characters, a budget, and the end of the poem."""
+
+    def __init__(self, classes: TokenClasses, lines: int | None, budget: int):
+        self.tc, self.lines, self.budget = classes, lines, budget
+        self.used, self.line_len, self.lines_done, self.last_sentence = 0, 0, 0, False
+        self.relaxations: list[str] = []
+        self.done = False
+
+    def step_masks(self) -> StepMasks:
+        tc, remaining = self.tc, self.budget - self.used
+        if self.done or remaining < (2 if self.line_len == 0 else 1):
+            return StepMasks(tc.eop, None, None)
+        if self.line_len == 0:
+            if self.lines is not None and self.lines_done >= self.lines:
+                return StepMasks(tc.eop, None, None)
+            # A poem ends after a full sentence and at least MIN_FREE_LINES lines: the model alone
+            # tends to stop after one couplet, far shorter than the corpus (7.9 lines on average).
+            can_end = self.lines is None and self.lines_done >= MIN_FREE_LINES and self.last_sentence
+            return StepMasks(tc.start_or_eop if can_end else tc.start, None, None)
+        # End with a full stop on the last line, or when no further line fits in the budget.
+        sentence = self._lines_left() == 1 and (self.lines is not None or remaining < 3)
+        full = self._line_full(self.line_len, remaining)
+        return StepMasks((tc.close if full else tc.within)[sentence], None, None)
+
+    def _lines_left(self) -> int:
+        return self.lines - self.lines_done if self.lines is not None else 1
+
+    def _line_full(self, line_len: int, remaining: int) -> bool:
+        """Whether a line this long must end now: at most MAX_FREE_LINE, and room left for the lines to come."""
+        return line_len >= MAX_FREE_LINE or remaining < 2 * self._lines_left()
+
+    def closes_after_char(self) -> bool:
+        return self._line_full(self.line_len + 1, self.budget - self.used - 1)
+
+    def advance(self, token_id: int) -> None:
+        if self.done:
+            return
+        if token_id == self.tc.eop_id:
+            self.done = True
+            return
+        self.used += 1
+        if self.tc.line_end[token_id]:
+            self.lines_done += self.line_len > 0
+            self.last_sentence, self.line_len = bool(self.tc.sentence_end[token_id]), 0
+        else:
+            self.line_len += 1
+
+
+class MaskVectors:
+    """Additive float32 vectors for boolean masks (0 allowed, log(1 - strength) or -inf not), cached per mask.
+
+    The prosody engine hands out the same read-only arrays step after step, so each vector is
+    built once; the cache keeps the masks alive so that their ids cannot be reused by other arrays."""
+
+    LIMIT = 512  # fresh masks (rhyme masks minus used rhymes) are rare; a full cache is simply emptied
+
+    def __init__(self, keep: np.ndarray):
+        self.keep = keep
+        self.cache: dict[tuple, tuple[tuple, Any]] = {}
+
+    def _cached(self, key: tuple, masks: tuple, make):
+        hit = self.cache.get(key)
+        if hit is not None:
+            kept = hit[0]
+            if all(a is b for a, b in zip(kept, masks)):
+                return hit[1]
+        if len(self.cache) >= self.LIMIT:
+            self.cache.clear()
+        value = make()
+        self.cache[key] = (masks, value)
+        return value
+
+    def structure(self, mask: np.ndarray) -> np.ndarray:
+        """Hard vector of a structure mask, without the tokens never generated."""
+        return self._cached(("s", id(mask)), (mask,),
+                            lambda: np.where(mask & self.keep, np.float32(0), np.float32(-np.inf)))
+
+    def penalty(self, mask: np.ndarray, strength: float) -> np.ndarray:
+        """Vector lowering characters outside the mask by log(1 - strength) nats (-inf at strength 1)."""
+        off = np.float32(-np.inf if strength >= 1 else math.log1p(-strength))
+        return self._cached(("p", id(mask), strength), (mask,), lambda: np.where(mask, np.float32(0), off))
+
+    def single(self, mask: np.ndarray) -> int | None:
+        """The only token a structure mask allows, if it allows exactly one (a forced token)."""
+        def make():
+            ids = np.flatnonzero(mask & self.keep)
+            return int(ids[0]) if len(ids) == 1 else None
+        return self._cached(("1", id(mask)), (mask,), make)
+
+    def total(self, vectors: list[np.ndarray]) -> np.ndarray:
+        """The sum of cached vectors, in order (built once per combination)."""
+        if len(vectors) == 1:
+            return vectors[0]
+
+        def make():
+            vec = vectors[0].copy()
+            for v in vectors[1:]:
+                vec += v
+            return _frozen(vec)
+        return self._cached(("t", *map(id, vectors)), tuple(vectors), make)
+
+
+# ---------------------------------------------------------------------------------------------
+# The constraints
+
+
+class Constraint:
+    """One rule on the next token of a request's candidates (see the module docstring). Defaults: no effect."""
+
+    name = ""
+    priority: int | None = None   # dropped lowest first when no token meets every layer; None: never
+    cached = False                # layer() returns shared read-only arrays (summed once per combination)
+    retries = 0                   # resamples after `rejects` before the token is let through
+
+    def forced(self, row: Row) -> int | None:
+        return None
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        return None
+
+    def rejects(self, row: Row, tok: int) -> bool:
+        return False
+
+    def rejected(self, row: Row) -> str:
+        """Note for the poem when every retry was rejected and the token let through."""
+        return f"line {row.lines_done + 1}: the {self.name} constraint could not be met"
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        pass
+
+
+class Structure(Constraint):
+    """The form's (or free verse's) line lengths and punctuation, from the row's LineState: hard, never dropped."""
+
+    name, cached = "structure", True
+
+    def __init__(self, vectors: MaskVectors):
+        self.vectors = vectors
+
+    def forced(self, row: Row) -> int | None:
+        return self.vectors.single(row.masks().structure)
+
+    def layer(self, i: int, row: Row) -> np.ndarray:
+        return self.vectors.structure(row.masks().structure)
+
+
+class Acrostic(Constraint):
+    """藏头: the head character of each line is forced."""
+
+    name = "acrostic"
+
+    def __init__(self, heads: list[int]):
+        self.heads = heads
+
+    def forced(self, row: Row) -> int | None:
+        if not row.line and row.lines_done < len(self.heads):
+            return self.heads[row.lines_done]
+        return None
+
+
+class Rhyme(Constraint):
+    """The form's rhyme mask: strength 1 bans off-rhyme characters, s < 1 lowers them by log(1 - s)."""
+
+    name, cached, priority = "rhyme", True, 3
+
+    def __init__(self, vectors: MaskVectors, strength: float):
+        self.vectors, self.strength = vectors, strength
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        mask = row.masks().rhyme
+        return None if mask is None else self.vectors.penalty(mask, self.strength)
+
+
+class Tone(Rhyme):
+    """The form's 平仄 mask, with the same strength rule as the rhyme."""
+
+    name, priority = "tone", 2
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        mask = row.masks().tone
+        return None if mask is None else self.vectors.penalty(mask, self.strength)
+
+
+class Repetition(Constraint):
+    """Every earlier use of a character subtracts `penalty` nats from it (soft: never dropped).
+
+    With `dieci` (叠字), a character may double the one just before it inside a line (萧萧, 悠悠) free
+    of the penalty, as real poems do, and the doubled pair counts as one use: only repeats elsewhere
+    in the poem, the ones a reader notices as slips, are discouraged (a penalty of ~10 nats bans them)."""
+
+    name = "repetition"
+
+    def __init__(self, rows: int, vocab_size: int, penalty: float, classes: TokenClasses, dieci: bool = False):
+        self.nats = np.zeros((rows, vocab_size), np.float32)
+        self.penalty, self.tc, self.dieci = penalty, classes, dieci
+        self.prev: list[int | None] = [None] * rows   # the line's previous character, if it may be doubled
+
+    def layer(self, i: int, row: Row) -> np.ndarray:
+        prev = self.prev[i]
+        if prev is None or not self.penalty:
+            return self.nats[i]
+        vec = self.nats[i].copy()
+        vec[prev] += np.float32(self.penalty)  # its own use just before does not count against a 叠字
+        return vec
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        if tok == self.tc.eop_id or self.tc.line_end[tok]:
+            self.prev[i] = None
+            return
+        if self.dieci and tok == self.prev[i]:
+            self.prev[i] = None  # one doubling: a third in a row is an ordinary repeat
+            return
+        self.nats[i, tok] -= self.penalty
+        self.prev[i] = tok if self.dieci and self.tc.char[tok] else None
+
+
+class Parallelism(Constraint):
+    """对仗: while writing the second line of a parallel couplet, each character is drawn toward the
+    characters that stand opposite the first line's character at the same position in real 律诗
+    middle couplets (`strength` nats per unit of their aligned PMI, positive PMIs only), and no
+    character of the first line may appear in the second. Position alignment implies the same word
+    structure. Dropped first when nothing else would be left."""
+
+    name, priority = "parallelism", 0
+
+    def __init__(self, rows: int, vocab_size: int, partners: list[tuple[np.ndarray, np.ndarray]],
+                 second_lines: frozenset[int], strength: float, classes: TokenClasses):
+        self.partners, self.second_lines, self.strength, self.tc = partners, second_lines, strength, classes
+        self.vocab_size = vocab_size
+        self.last: list[list[int]] = [[] for _ in range(rows)]   # the previous line's characters
+        self.cur: list[list[int]] = [[] for _ in range(rows)]
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        first, j = self.last[i], len(self.cur[i])
+        if row.lines_done not in self.second_lines or j >= len(first):
+            return None
+        vec = np.zeros(self.vocab_size, np.float32)
+        ids, pmi = self.partners[first[j]]
+        vec[ids] = pmi * np.float32(self.strength)
+        vec[first] = -np.inf
+        return vec
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        if tok == self.tc.eop_id:
+            return
+        if self.tc.line_end[tok]:
+            if self.cur[i]:
+                self.last[i], self.cur[i] = self.cur[i], []
+        elif self.tc.char[tok]:
+            self.cur[i].append(tok)
+
+
+class NoRepeatPairs(Constraint):
+    """A pair of characters never occurs twice in a poem (so the text cannot loop): the next character is banned."""
+
+    name, priority = "no-repeat", 1
+
+    def __init__(self, rows: int, classes: TokenClasses):
+        self.tc = classes
+        self.prev: list[int | None] = [None] * rows      # the previous token when it is a character
+        self.pairs: list[dict[int, set[int]]] = [{} for _ in range(rows)]
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        prev = self.prev[i]
+        repeats = self.pairs[i].get(prev) if prev is not None else None
+        return np.fromiter(repeats, np.int64) if repeats else None
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        if tok == self.tc.eop_id:
+            return
+        if self.tc.line_end[tok]:
+            self.prev[i] = None
+            return
+        prev = self.prev[i]
+        if prev is not None:
+            self.pairs[i].setdefault(prev, set()).add(tok)
+        self.prev[i] = tok if self.tc.char[tok] else None
+
+
+SEASON_OPPOSITES = {"春": "秋", "秋": "春", "夏": "冬", "冬": "夏"}
+
+
+class Season(Constraint):
+    """Once a poem names a season (春 夏 秋 冬, the prompt included), the opposite one is lowered by
+    `strength` nats (10: in effect banned), unless the request's own text (prompt, acrostic, style)
+    names both of the pair. Acrostic heads are forced and never lowered."""
+
+    name = "season"
+
+    def __init__(self, rows: int, vocab_size: int, strength: float, index: dict[str, int], asked: str):
+        self.opposite = {index[a]: index[b] for a, b in SEASON_OPPOSITES.items()
+                         if a in index and b in index and not (a in asked and b in asked)}
+        self.strength = np.float32(strength)
+        self.nats = np.zeros((rows, vocab_size), np.float32)
+        self.named = [False] * rows
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        return self.nats[i] if self.named[i] else None
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        opposite = self.opposite.get(tok)
+        if opposite is not None:
+            self.nats[i, opposite] = -self.strength
+            self.named[i] = True
+
+
+class CopyGuard(Constraint):
+    """`avoid_copies`: a token that would complete a corpus line is refused and the step resampled."""
+
+    name, retries = "copy guard", COPY_RETRIES
+
+    def __init__(self, lines, tokens: list[str], classes: TokenClasses):
+        self.lines, self.tokens, self.tc = lines, tokens, classes
+
+    def rejects(self, row: Row, tok: int) -> bool:
+        line = self._completed_line(row, tok)
+        if line is None or line not in self.lines:
+            return False
+        row.avoided += 1
+        return True
+
+    def rejected(self, row: Row) -> str:
+        return f"line {row.lines_done + 1} equals a corpus line: no other choice was left"
+
+    def _completed_line(self, row: Row, tok: int) -> str | None:
+        """The line that token would complete, if it completes one (a line end, or a last character)."""
+        if self.tc.line_end[tok]:
+            return row.line or None
+        return row.line + self.tokens[tok] if row.state.closes_after_char() and self.tc.char[tok] else None
+
+
+def parallel_lines(s: Settings) -> frozenset[int]:
+    """0-based indices of the lines written parallel to the line before: a 律诗's 4th and 6th lines
+    (parallelism "auto" or "on"), a 绝句's 2nd and 4th ("on" only); none in free verse."""
+    if s.parallelism == "off" or s.lines not in (4, 8) or s.form == "free":
+        return frozenset()
+    if s.lines == 8:
+        return frozenset((3, 5))
+    return frozenset((1, 3)) if s.parallelism == "on" else frozenset()
+
+
+def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: TokenClasses, tokens: list[str],
+                      index: dict[str, int], lines=None, partners=None) -> list[Constraint]:
+    """The constraints of one request, in the order they apply (forced tokens: first one wins)."""
+    out: list[Constraint] = [Structure(vectors), Acrostic([index[h] for h in s.acrostic])]
+    if s.rhyme_strength > 0:
+        out.append(Rhyme(vectors, s.rhyme_strength))
+    if s.tone_strength > 0:
+        out.append(Tone(vectors, s.tone_strength))
+    out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))
+    if s.season_strength > 0:
+        out.append(Season(rows, len(tokens), s.season_strength, index, s.prompt + s.acrostic + s.style))
+    second_lines = parallel_lines(s)
+    if second_lines and s.parallel_strength > 0 and partners is not None:
+        out.append(Parallelism(rows, len(tokens), partners, second_lines, s.parallel_strength, classes))
+    out.append(NoRepeatPairs(rows, classes))
+    if lines is not None:
+        out.append(CopyGuard(lines, tokens, classes))
+    return out

@@ -1,0 +1,83 @@
+"""The 叠字-aware repetition rule and the 对仗 constraint on the shipped model's own poems (20 seeds each)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poetry_model import load
+from poetry_model.couplets import COUPLETS_FILE, CoupletTable, lu_lines
+from train.quality import accidental_repeat, poem_lines
+
+MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "tang-lstm"
+SEEDS = range(20)
+
+
+@pytest.fixture(scope="module")
+def poet():
+    if not (MODEL / COUPLETS_FILE).is_file():
+        pytest.skip(f"no shipped model with a couplet table at {MODEL}")
+    return load(MODEL, device="cpu", corpus=None)
+
+
+def texts(poet, **kw) -> list[str]:
+    return [r[0].text for r in poet.generate_many([dict(seed=s, **kw) for s in SEEDS])]
+
+
+def dieci_count(poems: list[str]) -> int:
+    return sum(a == b for p in poems for line in poem_lines(p) for a, b in zip(line, line[1:]))
+
+
+def test_dieci_exempt_repeats_drop_and_dieci_stays(poet):
+    plain = texts(poet, form="七律", repetition_penalty=0.0, parallelism="off")
+    strict = texts(poet, form="七律", repetition_penalty=10.0, dieci=True, parallelism="off")
+    no_dieci = texts(poet, form="七律", repetition_penalty=10.0, dieci=False, parallelism="off")
+    rate = lambda poems: np.mean([accidental_repeat(p) for p in poems])  # noqa: E731
+    assert rate(strict) <= 0.1 < rate(plain)          # repeats outside 叠字 all but banned
+    assert dieci_count(no_dieci) == 0                  # without the exemption a doubling is a repeat, banned too
+    assert dieci_count(strict) >= 1                    # with it, the model still writes 萧萧, 悠悠
+
+
+def test_dieci_alone_allows_doubling_once(poet):
+    for p in texts(poet, form="七律", repetition_penalty=10.0):
+        for line in poem_lines(p):
+            assert not any(a == b == c for a, b, c in zip(line, line[1:], line[2:])), p
+
+
+def test_parallelism_raises_couplet_pmi_and_shares_no_character(poet):
+    table = CoupletTable.load(MODEL / COUPLETS_FILE)
+    off = poet.generate_many([dict(seed=s, form="五律", parallelism="off") for s in SEEDS])
+    on = poet.generate_many([dict(seed=s, form="五律") for s in SEEDS])
+
+    def middle(poems):
+        lines = [lu_lines(p[0].text) for p in poems]
+        return np.mean([table.score(ls[k], ls[k + 1]) for ls in lines for k in (2, 4)]), lines
+    score_off, _ = middle(off)
+    score_on, lines = middle(on)
+    assert score_on > score_off + 0.3
+    for ls in lines:
+        for k in (2, 4):
+            assert not set(ls[k]) & set(ls[k + 1]), ls
+    for p in on:
+        assert len(p[0].parallelism) == 4
+        assert p[0].parallelism[1] == pytest.approx(table.score(*lu_lines(p[0].text)[2:4]), abs=1e-3)
+
+
+def test_parallelism_is_optional_for_jueju(poet):
+    off = poet.generate_many([dict(seed=s, form="七绝") for s in SEEDS])
+    on = poet.generate_many([dict(seed=s, form="七绝", parallelism="on") for s in SEEDS])
+    mean = lambda poems: np.mean([p[0].parallelism for p in poems])  # noqa: E731
+    assert mean(on) > mean(off) + 0.3
+    assert [p[0].settings["parallelism"] for p in off[:1]] == ["auto"]
+
+
+def test_season_named_once_keeps_its_opposite_away(poet):
+    from train.quality import season_clash
+
+    off = texts(poet, form="七律", season_strength=0.0)
+    on = texts(poet, form="七律", season_strength=10.0)
+    assert sum(map(season_clash, on)) == 0 < sum(map(season_clash, off))
+    # A prompt naming both seasons asks for them: the pair is left alone.
+    both = poet.generate(prompt="春去又秋来，", form="五绝", seed=1, season_strength=10.0)[0].text
+    assert "春" in both and "秋" in both
