@@ -25,7 +25,7 @@ METRIC_NAMES = {
     "bits_per_char": "Validation bits per character",
     "accuracy": "Validation next-character accuracy",
 }
-DATASET = ("chinese-poetry", "chinese-poetry 全唐诗 (Tang poems), fixed 10% validation split")
+DATASET = ("chinese-poetry", "chinese-poetry 全唐诗 (Tang poems), de-duplicated validation split")
 
 
 def write_model_card(model_dir: str | Path, metrics: dict, *, model_name: str = "tang-lstm",

@@ -59,6 +59,9 @@ class PoetryConfig:
     # train.prepare guarantees. Empty = ordinary full softmax.
     softmax_cutoffs: list[int] = field(default_factory=list)
     script: str = "simplified"
+    # Trained on <START> title <TITLE_END> poem <EOP> (and, with title dropout, on untitled poems too):
+    # the vocabulary then ends with <TITLE_END>. False for models trained on poems alone.
+    takes_titles: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers"):
@@ -104,6 +107,46 @@ class PoetryLSTM(nn.Module, PyTorchModelHubMixin, library_name="poetry_model", l
             self.head = nn.Linear(width, config.vocab_size)
         if config.tie_weights:
             self.head.weight = self.embedding.weight
+
+    @torch.no_grad()
+    def extend_vocab(self, vocab: Vocab) -> list[int]:
+        """Grow the model to `vocab`, which must be its own vocabulary with tokens appended; returns the new ids.
+
+        The rule: a new token's input embedding is the mean of the existing rows, and so is its output
+        row (for an adaptive softmax, in the last cluster, where appended ids fall), so it starts as an
+        average, unremarkable token and every old token's predictions are unchanged up to the tiny
+        share of probability the new rows take."""
+        old = self.vocab
+        if old is None or vocab.tokens[:len(old)] != old.tokens:
+            raise ValueError("the new vocabulary must be the model's vocabulary with tokens appended at the end")
+        n_old, n_new = len(old), len(vocab)
+        if n_new == n_old:
+            self.vocab = vocab
+            return []
+
+        def grown(weight: torch.Tensor) -> nn.Parameter:
+            extra = weight.mean(0, keepdim=True).expand(n_new - n_old, *weight.shape[1:])
+            return nn.Parameter(torch.cat([weight, extra]))
+
+        self.embedding.weight = grown(self.embedding.weight)
+        self.embedding.num_embeddings = n_new
+        if isinstance(self.head, nn.Linear):
+            if self.config.tie_weights:
+                self.head.weight = self.embedding.weight
+            else:
+                self.head.weight = grown(self.head.weight)
+            if self.head.bias is not None:
+                self.head.bias = grown(self.head.bias)
+            self.head.out_features = n_new
+        else:
+            last = self.head.tail[-1][1]  # Linear(hidden of the last cluster -> its tokens)
+            last.weight = grown(last.weight)
+            last.out_features = last.weight.shape[0]
+            self.head.n_classes = n_new
+            self.head.cutoffs[-1] = n_new
+        self.config.vocab_size = n_new
+        self.vocab = vocab
+        return list(range(n_old, n_new))
 
     def features(self, input_ids: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Last-layer outputs (B, T, D) ready for the head, and the new LSTM state."""
@@ -265,3 +308,6 @@ def _check_vocab(cfg: PoetryConfig, vocab: Vocab, source: str) -> None:
     if ids != (cfg.start_id, cfg.eop_id, cfg.pad_id):
         raise ModelLoadError(f"{source}/{VOCAB_FILE}: special token ids {ids} disagree with config.json "
                              f"{(cfg.start_id, cfg.eop_id, cfg.pad_id)}")
+    if cfg.takes_titles and vocab.title_end_id is None:
+        raise ModelLoadError(f"{source}/{VOCAB_FILE}: config.json says the model takes titles but the "
+                             "vocabulary has no <TITLE_END> token")

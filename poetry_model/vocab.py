@@ -12,6 +12,10 @@ from pathlib import Path
 
 START, EOP, PAD = "<START>", "<EOP>", "</s>"
 SPECIAL_TOKENS = (START, EOP, PAD)
+# Closes a poem's title in title-conditioned training: <START> title <TITLE_END> poem <EOP>. It is
+# not in the dataset's vocabulary; a model that takes titles has it appended after every other token.
+TITLE_END = "<TITLE_END>"
+HIDDEN_TOKENS = (*SPECIAL_TOKENS, TITLE_END)  # never printed by decode
 VOCAB_FILE = "vocab.json"
 SCRIPTS = ("simplified", "traditional")
 
@@ -119,7 +123,20 @@ class Vocab:
         """Text of a sequence of ids; special tokens are dropped unless asked for."""
         ids = ids.tolist() if hasattr(ids, "tolist") else ids  # numpy/torch ints are slow to index with
         toks = self.tokens
-        return "".join(toks[i] for i in ids if keep_special or toks[i] not in SPECIAL_TOKENS)
+        return "".join(toks[i] for i in ids if keep_special or toks[i] not in HIDDEN_TOKENS)
+
+    @property
+    def title_end_id(self) -> int | None:
+        """Id of <TITLE_END>, or None for a vocabulary without titles."""
+        return self.index.get(TITLE_END)
+
+    def extended(self, new_tokens: list[str]) -> "Vocab":
+        """This vocabulary with the tokens it lacks appended at the end, in the order given.
+
+        Appending is the one rule for growing a vocabulary: every existing id keeps its meaning, so a
+        trained model's rows stay where they are, and the frequency order an adaptive softmax relies
+        on is kept for every old token (the new ones land in its last, rarest cluster)."""
+        return Vocab(self.tokens + [t for t in dict.fromkeys(new_tokens) if t not in self.index], self.script)
 
     def save(self, directory: str | Path) -> Path:
         """Write `vocab.json` into `directory` (atomically) and return its path."""

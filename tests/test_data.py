@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import require_corpus
 
-from poetry_model.data import SEQ_LEN, DatasetError, load_npz, split_indices
-from poetry_model.vocab import EOP, PAD, START, to_script
+from poetry_model.data import (MAX_TITLE, SEQ_LEN, DatasetError, dedup_split, load_npz, near_copies, poem_lines,
+                               split_indices, title_context, title_ids)
+from poetry_model.vocab import EOP, PAD, START, TITLE_END, Vocab, to_script
 from train.prepare import clean_poem
 from train.prepare import main as prepare_main
 
@@ -173,3 +174,69 @@ def test_split_is_fixed():
 
 
 PINNED_VAL_HASH = "9b71a9a15fb1b8f5"  # sha256 prefix of split_indices(57_410)[1] as little-endian int64
+
+
+# --- the de-duplicated split ---------------------------------------------------------------------
+
+def test_near_copies_are_identical_or_mostly_shared_poems():
+    poems = ["床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+             "床前明月光，疑是地上霜。举头望明月，低头思故乡。",   # identical
+             "床前看月光，疑是地上霜。举头望明月，低头思故乡。",   # a variant: 3 of 4 lines shared
+             "床前明月光，疑是地上霜。春风吹不尽，归雁入天长。",   # 2 of 4: not most
+             "举头望明月。",                                     # a fragment of the first: its only line
+             "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"]
+    sets = [poem_lines(p) for p in poems]
+    assert sets[0] == {"床前明月光", "疑是地上霜", "举头望明月", "低头思故乡"}
+    copies = near_copies(sets)
+    assert copies[0] == {1, 2, 4} and copies[1] == {0, 2, 4} and copies[2] == {0, 1, 4}
+    assert copies[3] == set() and copies[4] == {0, 1, 2} and copies[5] == set()
+    assert all(i in copies[j] for i, c in enumerate(copies) for j in c)  # symmetric
+
+
+def test_dedup_split_has_no_copies_across_and_is_fixed(full_npz):
+    ds = load_npz(full_npz)
+    train, val, stats = dedup_split(ds)
+    again = dedup_split(ds)
+    assert np.array_equal(train, again[0]) and np.array_equal(val, again[1]) and stats == again[2]
+    old_train, old_val = split_indices(len(ds))
+    # A refinement of the fixed split: validation poems stay validation poems, training stays training.
+    assert set(val.tolist()) <= set(old_val.tolist()) and set(train.tolist()) <= set(old_train.tolist())
+    assert stats["train"] == len(train) and stats["validation"] == len(val)
+    assert len(old_train) - len(train) == stats["train_copies_dropped"] > 1000
+    assert len(old_val) - len(val) == stats["validation_copies_of_train_dropped"] + stats["validation_copies_within_dropped"]
+    assert stats["validation_copies_of_train_dropped"] > 300  # the leak the split removes: ~9% of validation
+    # Checked the slow way: no validation poem shares most of its (or a training poem's) lines.
+    lines = {i: poem_lines(ds.poem_text(i)) for i in np.concatenate([train, val]).tolist()}
+    by_line: dict[str, set[int]] = {}
+    for i in train.tolist():
+        for line in lines[i]:
+            by_line.setdefault(line, set()).add(i)
+    texts = {ds.poem_text(i) for i in train.tolist()}
+    for v in val.tolist():
+        assert ds.poem_text(v) not in texts
+        shared: dict[int, int] = {}
+        for line in lines[v]:
+            for t in by_line.get(line, ()):
+                shared[t] = shared.get(t, 0) + 1
+        assert all(c <= 0.5 * min(len(lines[v]), len(lines[t])) for t, c in shared.items()), v
+    # Within each side no poem is kept twice either.
+    assert len({ds.poem_text(i) for i in train.tolist()}) == len(train)
+    assert len({ds.poem_text(i) for i in val.tolist()}) == len(val)
+
+
+# --- titles --------------------------------------------------------------------------------------
+
+def test_title_ids_keep_known_han_characters_only(full_npz):
+    vocab = load_npz(full_npz).vocab
+    assert vocab.decode(title_ids(vocab, "帝京篇十首 一")) == "帝京篇十首一"
+    assert vocab.decode(title_ids(vocab, "静夜思（一作夜思）")) == "静夜思一作夜思"
+    assert vocab.decode(title_ids(vocab, "靜夜思")) == "静夜思"  # traditional input, simplified model
+    assert len(title_ids(vocab, "春" * 40)) == MAX_TITLE and title_ids(vocab, " 123，。") == []
+    # A vocabulary without <TITLE_END> reads no title; with it, <START> title <TITLE_END>.
+    assert title_context(vocab, "静夜思") == [vocab.start_id]
+    titled = vocab.extended([TITLE_END])
+    assert titled.tokens[:-1] == vocab.tokens and titled.title_end_id == len(vocab)
+    assert title_context(titled, "静夜思") == [titled.start_id, *title_ids(titled, "静夜思"), titled.title_end_id]
+    assert title_context(titled, "") == [titled.start_id]
+    assert titled.decode(title_context(titled, "静夜思")) == "静夜思"  # <TITLE_END> is never printed
+    assert titled.extended([TITLE_END, START]).tokens == titled.tokens  # nothing it has already

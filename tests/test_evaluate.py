@@ -16,7 +16,7 @@ import pytest
 from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from huggingface_hub import ModelCard
 
-from poetry_model.data import load_npz, split_indices, strip_padding
+from poetry_model.data import dedup_split, load_npz, split_indices, strip_padding
 from poetry_model.model import PoetryLSTM
 from poetry_model.prosody import analyze
 from train.evaluate import LM_KEYS, MODES, SAMPLE_KEYS, SHARE_KEYS, main
@@ -47,7 +47,12 @@ def _in_unit(value) -> bool:
 
 def test_every_metric_is_present_and_in_range(evaluation):
     results, out, _ = evaluation
-    assert results["data"] == {"path": results["data"]["path"], "poems": 300, "train_poems": 270, "val_poems": 30,
+    ds = load_npz(results["data"]["path"])
+    ds.data = ds.data[:300]
+    train_idx, val_idx, _ = dedup_split(ds)  # the default split: de-duplicated
+    n_val = len(val_idx)
+    assert results["data"] == {"path": results["data"]["path"], "poems": 300, "train_poems": len(train_idx),
+                               "val_poems": n_val, "split": "dedup",
                                "limit_poems": 300}
     assert set(results["models"]) == {"model", "baseline"}
     for entry in results["models"].values():
@@ -56,7 +61,7 @@ def test_every_metric_is_present_and_in_range(evaluation):
         assert 8.0 < lm["cross_entropy"] < 10.0  # a random model: about ln(8928) = 9.1
         assert lm["bits_per_char"] == pytest.approx(lm["cross_entropy"] / math.log(2))
         assert lm["perplexity"] == pytest.approx(math.exp(lm["cross_entropy"]))
-        assert lm["poems"] == 30 and lm["tokens"] > 30 * 10
+        assert lm["poems"] == n_val and lm["tokens"] > n_val * 10 and lm["cross_entropy_titled"] is None
         assert list(entry["samples"]) == list(MODES)
         for mode, s in entry["samples"].items():
             assert set(SAMPLE_KEYS) <= set(s), mode
@@ -229,3 +234,48 @@ def test_shipped_checkpoint_loads_strictly_and_writes_a_valid_wujue():
     report = analyze(poem.text)
     assert report.form == "五绝" and report.rhymes, poem.text
     assert [len(line) for line in report.lines] == [5, 5, 5, 5]
+
+
+# --- a model that takes titles -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def titled_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model grown by <TITLE_END> and marked as taking titles (random weights)."""
+    from poetry_model.vocab import TITLE_END
+
+    model = PoetryLSTM.from_pretrained(tiny_model_dir)
+    model.extend_vocab(model.vocab.extended([TITLE_END]))
+    model.config.takes_titles = True
+    out = tmp_path_factory.mktemp("titled") / "model"
+    model.save_pretrained(out)
+    return out
+
+
+def test_titled_model_reports_both_readings_and_title_following(titled_model_dir, full_npz, tmp_path):
+    from train.title_eval import main as title_main, shuffled_titles
+
+    results = main(["--model", str(titled_model_dir), "--data", str(full_npz), "--limit-poems", "300",
+                    "--lm-only", "--out", str(tmp_path / "eval"), "--threads", "1"])
+    lm = results["models"]["model"]["validation"]
+    assert 8.0 < lm["cross_entropy"] < 10.0 and 8.0 < lm["cross_entropy_titled"] < 10.0
+    assert lm["titled_poems"] > 0.9 * lm["poems"] and "reference" not in results
+    assert "nats/char after the title" in (tmp_path / "eval" / "results.md").read_text(encoding="utf-8")
+
+    r = title_main(["--model", str(titled_model_dir), "--data", str(full_npz), "--limit", "40", "--samples", "6",
+                    "--shown", "1", "--out", str(tmp_path / "titles"), "--threads", "1"])
+    assert r["lm"]["poems"] == 40 and all(8.0 < r["lm"][k] < 10.0 for k in ("untitled", "own_title", "random_title"))
+    c = r["content"]
+    assert c["samples"] == 6 and all(0.0 <= c[k] <= 1.0 for k in c if k != "samples")
+    assert c["real_poem_own_title"] > c["real_poem_random_title"]  # real poets do reuse their titles' words
+    assert all(len(poems) == 1 and poems[0] for poems in r["shown"].values())
+    assert (tmp_path / "titles" / "title_eval.md").is_file()
+    titles = [f"t{i}" for i in range(9)]
+    assert all(a != b for a, b in zip(titles, shuffled_titles(titles, 0)))
+    assert sorted(shuffled_titles(titles, 0)) == titles
+
+
+def test_title_eval_refuses_an_untitled_model(tiny_model_dir, full_npz, tmp_path):
+    from train.title_eval import main as title_main
+
+    with pytest.raises(SystemExit, match="does not take titles"):
+        title_main(["--model", str(tiny_model_dir), "--data", str(full_npz), "--out", str(tmp_path)])

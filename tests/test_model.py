@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from poetry_model.data import load_npz
 from poetry_model.model import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, PoetryConfig, PoetryLSTM
-from poetry_model.vocab import EOP, PAD, START, VOCAB_FILE, UnknownCharactersError, Vocab, VocabError
+from poetry_model.vocab import EOP, PAD, START, TITLE_END, VOCAB_FILE, UnknownCharactersError, Vocab, VocabError
 
 POEM = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 
@@ -238,3 +238,58 @@ def test_vocab_json_round_trip_and_errors(dataset, tmp_path):
     path.write_text(json.dumps({"tokens": ["a", "a", EOP, START, PAD]}), encoding="utf-8")
     with pytest.raises(VocabError, match=r"vocab\.json: vocabulary has duplicate tokens"):
         Vocab.load(path)
+
+
+# --- growing the vocabulary ----------------------------------------------------------------------
+@pytest.mark.parametrize("sizes", [
+    dict(embedding_dim=16, hidden_dim=24, num_layers=2),
+    dict(embedding_dim=16, hidden_dim=16, num_layers=1, tie_weights=True),
+    dict(embedding_dim=16, hidden_dim=24, num_layers=2, softmax_cutoffs=[200, 2000]),
+], ids=["plain", "tied", "adaptive-softmax"])
+def test_extended_vocabulary_keeps_old_predictions_and_round_trips(dataset, tmp_path, sizes):
+    torch.manual_seed(2)
+    model = PoetryLSTM(PoetryConfig.for_vocab(dataset.vocab, **sizes)).eval()
+    model.vocab = dataset.vocab
+    x = _rows(dataset)
+    with torch.no_grad():
+        before = model(x)[0]
+    grown = dataset.vocab.extended([TITLE_END])
+    assert model.extend_vocab(grown) == [len(dataset.vocab)]
+    assert model.config.vocab_size == len(grown) and model.embedding.weight.shape[0] == len(grown)
+    new = len(dataset.vocab)
+    # The rule: the new input row is the mean of the old ones.
+    assert torch.allclose(model.embedding.weight[new], model.embedding.weight[:new].mean(0))
+    with torch.no_grad():
+        after = model(x)[0]
+        probs = after.float().log_softmax(-1).exp() if not sizes.get("softmax_cutoffs") else after.exp()
+    assert after.shape[-1] == len(grown)
+    assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-4)
+    if sizes.get("softmax_cutoffs"):  # log-probabilities: the old ones move only by the new row's small share
+        assert (before - after[..., :new]).abs().max() < 0.05
+    else:  # logits: the old ones do not move at all
+        assert torch.equal(before, after[..., :new])
+    model.config.takes_titles = True
+    model.save_pretrained(tmp_path / "m")
+    loaded = PoetryLSTM.from_pretrained(tmp_path / "m")
+    assert loaded.config.takes_titles and loaded.vocab.title_end_id == new
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], after)
+    with pytest.raises(ValueError, match="appended"):
+        loaded.extend_vocab(Vocab(list(reversed(grown.tokens))))
+
+
+def test_titles_flag_needs_the_title_token(model_copy):
+    config = json.loads((model_copy / CONFIG_FILE).read_text())
+    assert "takes_titles" not in config or config["takes_titles"] is False
+    (model_copy / CONFIG_FILE).write_text(json.dumps({**config, "takes_titles": True}))
+    with pytest.raises(ModelLoadError, match="<TITLE_END>"):
+        PoetryLSTM.from_pretrained(model_copy)
+
+
+def test_shipped_config_without_the_titles_field_still_loads():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "tang-lstm"
+    raw = json.loads((shipped / CONFIG_FILE).read_text())
+    model = PoetryLSTM.from_pretrained(shipped)
+    assert model.config.takes_titles == raw.get("takes_titles", False)

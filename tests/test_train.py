@@ -16,6 +16,7 @@ from poetry_model.model import PoetryLSTM
 from train.train import TrainConfig, parse_args, train
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "checkpoints" / "tang-lstm"
 TINY = ["--embedding-dim", "32", "--hidden-dim", "48", "--batch-size", "32", "--limit-poems", "600"]
 
 
@@ -24,6 +25,15 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 240) -> s
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "train.train", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def train_poems(npz: Path, limit: int = 600) -> int:
+    """Training poems of the de-duplicated split of the first `limit` poems, as the trainer sees them."""
+    from poetry_model.data import dedup_split, load_npz
+
+    ds = load_npz(npz)
+    ds.data = ds.data[:limit]
+    return len(dedup_split(ds)[0])
 
 
 def summaries(stdout: str) -> list[dict]:
@@ -79,7 +89,7 @@ def test_kill_9_then_resume_continues_from_the_saved_step(small_npz, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"resuming at epoch 1 step {saved['step_in_epoch']}" in result.stdout
     [summary] = summaries(result.stdout)
-    steps_per_epoch = -(-540 // 32)  # 540 training poems in batches of 32
+    steps_per_epoch = -(-train_poems(small_npz) // 32)  # training poems in batches of 32
     assert summary["steps"] == 2 * steps_per_epoch  # nothing repeated, nothing skipped
     PoetryLSTM.from_pretrained(out / "best")
 
@@ -105,7 +115,7 @@ def test_torchrun_two_processes_end_with_identical_weights(small_npz, tmp_path):
     assert set(ranks) == {0, 1}
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
     assert ranks[0]["best_val"] == ranks[1]["best_val"]  # validation reduced across ranks
-    steps_single = -(-540 // 32)
+    steps_single = -(-train_poems(small_npz) // 32)
     assert ranks[0]["steps"] == steps_single // 2  # each rank saw half of the batches
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1  # rank 0 only writes
     PoetryLSTM.from_pretrained(tmp_path / "ddp" / "best")
@@ -194,3 +204,99 @@ def test_patience_stops_when_validation_stops_improving(small_npz, tmp_path):
     assert summary["stopped"] == "patience" and summary["epochs"] == 2
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["best"] for r in rows] == [True, False]
+
+
+# --- titles, --init-from, lineage ------------------------------------------------------------
+
+def test_titled_batches_score_the_same_poem_tokens(small_npz, tmp_path):
+    import numpy as np
+
+    from poetry_model.data import load_npz, title_ids
+    from train.train import IGNORE, Batches, training_vocab
+
+    cfg = config(small_npz, tmp_path / "run", "--titles", "--title-dropout", "0.3")
+    ds = load_npz(small_npz)
+    vocab = training_vocab(cfg, ds.vocab)
+    idx = np.arange(200)
+    b = Batches(ds, idx, cfg, 0, 1, vocab.title_end_id)
+    batch = np.arange(8)
+    flags = b.all_titled()[batch]
+    assert flags.all()  # every poem of the first file has a title
+    plain_in, plain_t = b.tensors(batch, False)
+    titled_in, titled_t = b.tensors(batch, False, flags)
+    for i in range(len(batch)):
+        title = title_ids(ds.vocab, str(ds.titles[i]))
+        assert titled_in[i, :len(title) + 2].tolist() == [vocab.start_id, *title, vocab.title_end_id]
+        # Title and <TITLE_END> are never targets; the poem's targets are exactly the untitled ones.
+        assert (titled_t[i, :len(title) + 1] == IGNORE).all()
+        assert titled_t[i][titled_t[i] != IGNORE].tolist() == plain_t[i][plain_t[i] != IGNORE].tolist()
+    draw = b.title_draw(3)
+    assert np.array_equal(draw, b.title_draw(3)) and not np.array_equal(draw, b.title_draw(4))
+    assert 0.6 < draw.mean() < 0.8  # about 1 - title dropout
+    assert not Batches(ds, idx, cfg, 0, 1, None).title_draw(0).any()  # titles off: never titled
+
+
+def test_init_from_the_shipped_model_with_titles_resumes_anywhere_and_keeps_lineage(full_npz, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    common = ["--data", str(full_npz), *TINY, "--titles", "--epochs", "1", "--lr", "1e-4", "--precision", "fp32"]
+    first = run_cli([*common, "--out", str(out), "--init-from", str(SHIPPED), "--max-steps", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    [summary] = summaries(first.stdout)
+    # Started from trained weights: far below a random model's ln(8929) = 9.1 on the first validation.
+    assert summary["best_val"] < 5.8
+    best = PoetryLSTM.from_pretrained(out / "best")
+    assert best.config.takes_titles and best.config.vocab_size == 8929 and best.vocab.tokens[-1] == "<TITLE_END>"
+    assert (best.config.embedding_dim, best.config.hidden_dim, best.config.softmax_cutoffs) == (256, 384, [2000, 5000])
+    shipped = json.loads((SHIPPED / "training.json").read_text())
+    record = json.loads((out / "best" / "training.json").read_text())
+    shipped_has_titles = "<TITLE_END>" in json.loads((SHIPPED / "vocab.json").read_text(encoding="utf-8"))["tokens"]
+    assert record["init_from"]["path"] == "checkpoints/tang-lstm"
+    assert record["init_from"]["tokens_added"] == ([] if shipped_has_titles else ["<TITLE_END>"])
+    assert record["init_from"]["training"]["train_seconds"] == shipped["train_seconds"]
+    assert record["total_train_seconds"] == pytest.approx(record["train_seconds"] + shipped.get(
+        "total_train_seconds", shipped["train_seconds"]), abs=0.2)
+    assert record["titles"] and record["split"] == "dedup" and record["best_val_titled"] > 0
+
+    # Carried to another place (another machine needs only the repository, the data and this folder).
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out, moved)
+    second = run_cli([*common, "--out", str(moved), "--resume", "--max-steps", "4", "--epochs", "2"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming at epoch 2" in second.stdout and summaries(second.stdout)[0]["steps"] == 4
+    again = json.loads((moved / "last" / "trainer_state.json").read_text())
+    assert again["init_from"]["path"] == "checkpoints/tang-lstm" and again["config"]["hidden_dim"] == 384
+
+    # A child of that run: the lineage nests and the compute adds up.
+    child = run_cli(["--data", str(full_npz), *TINY, "--titles", "--out", str(tmp_path / "child"),
+                     "--init-from", str(out / "best"), "--max-steps", "1", "--epochs", "1"])
+    assert child.returncode == 0, child.stderr[-3000:]
+    grand = json.loads((tmp_path / "child" / "best" / "training.json").read_text())
+    assert grand["init_from"]["tokens_added"] == []  # the parent already had <TITLE_END>
+    assert grand["init_from"]["training"]["init_from"]["path"] == "checkpoints/tang-lstm"
+    assert grand["init_from"]["path"] == "run/best" and str(tmp_path) not in json.dumps(grand)
+    assert grand["total_train_seconds"] == pytest.approx(grand["train_seconds"] + record["total_train_seconds"], abs=0.2)
+
+
+def test_init_from_a_model_of_another_vocabulary_is_refused(small_npz, tiny_model_dir, tmp_path):
+    result = run_cli(["--data", str(small_npz), "--out", str(tmp_path / "run"), *TINY, "--init-from", str(tiny_model_dir)])
+    assert result.returncode != 0 and "--init-from" in result.stderr and "vocabulary" in result.stderr
+
+
+def test_time_schedule_and_time_checkpoints(small_npz, tmp_path, monkeypatch):
+    import train.train as trainer
+    from train.train import lr_at
+
+    cfg = config(small_npz, tmp_path / "run", "--schedule", "cosine_time", "--time-budget", "100", "--lr", "1e-3")
+    assert lr_at(cfg, 50, 10, seconds=0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 50, 10, seconds=50) == pytest.approx(1e-3 * 0.55)
+    assert lr_at(cfg, 50, 10, seconds=100) == lr_at(cfg, 50, 10, seconds=500) == pytest.approx(1e-4)
+    saves = []
+    real = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda out, net, opt, state: (saves.append(state["global_step"]),
+                                                                                  real(out, net, opt, state)))
+    cfg = config(small_npz, tmp_path / "run2", "--checkpoint-every", "0", "--checkpoint-seconds", "1e-6",
+                 "--max-steps", "4", "--epochs", "1")
+    train(cfg)
+    assert saves[:3] == [1, 2, 3]  # one after every step here, then the end-of-run one

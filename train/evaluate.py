@@ -3,13 +3,17 @@
     python -m train.evaluate --model runs/NAME/best                          # or a Hub repo id
     python -m train.evaluate --model runs/NAME/best --baseline runs/classic/best --write-card
     python -m train.evaluate --model runs/NAME/best --push-to-hub user/tang-lstm
+    python -m train.evaluate --model checkpoints/tang-lstm --baseline runs/NAME/best --lm-only   # the table only
 
 Writes OUT/results.json, OUT/results.md (the tables) and OUT/samples.jsonl (every sampled poem),
 and prints the tables. OUT defaults to runs/eval-<model folder name>.
 
-Language-model metrics, on the fixed 10% validation split of --data (poetry_model.data.split_indices),
-computed by the trainer's own `evaluate` over its `Batches`: every real target token counts
-(characters, punctuation and <EOP>); <START> is only input and padding never counts.
+Language-model metrics, on the de-duplicated validation split of --data (poetry_model.data.dedup_split;
+`--split random` for the original 10%, poetry_model.data.split_indices), computed by the trainer's own
+`evaluate` over its `Batches`: every real target token of the poem counts (characters, punctuation
+and <EOP>); <START> is only input and padding never counts.
+  cross_entropy_titled  for a model that takes titles: the same poem tokens, each poem read after
+                  its title (<START> title <TITLE_END>); cross_entropy is always the untitled reading
   cross_entropy   mean negative log-likelihood, nats per token ("per character")
   bits_per_char   cross_entropy / ln 2
   perplexity      exp(cross_entropy)
@@ -68,13 +72,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poetry_model.data import DatasetError, PoemDataset, load_npz, split_indices
+from poetry_model.data import DatasetError, PoemDataset, dedup_split, load_npz, split_indices
 from poetry_model.files import atomic_path, write_text_atomic
 from poetry_model.generation.config import MAX_CANDIDATES, GenerationConfig
 from poetry_model.novelty import LineIndex, hash_lines, line_hash
 from poetry_model.prosody import FORMS, analyze, shape_form
 from poetry_model.text import LOST_CHAR, han_lines
 from poetry_model.text import split_lines as copy_lines
+from poetry_model.vocab import TITLE_END
 from train.kneser_ney import DISCOUNT, ORDER, fit_and_score
 from train.run_info import training_info
 from train.train import Batches, TrainConfig, evaluate
@@ -93,15 +98,16 @@ LM_KEYS = ("cross_entropy", "bits_per_char", "perplexity", "tokens", "poems")
 
 # --- data and models ---------------------------------------------------------------------------
 
-def load_data(path: str, limit_poems: int = 0) -> tuple[PoemDataset, np.ndarray, np.ndarray]:
-    """The dataset and its fixed split; --limit-poems slices first, exactly as the trainer does."""
+def load_data(path: str, limit_poems: int = 0, split: str = "dedup") -> tuple[PoemDataset, np.ndarray, np.ndarray]:
+    """The dataset and its fixed split (de-duplicated or the original random one); --limit-poems
+    slices first, exactly as the trainer does."""
     try:
         ds = load_npz(path)
     except DatasetError as e:
         raise SystemExit(f"error: {e}") from None
     if limit_poems:
         ds.data = ds.data[:limit_poems]
-    train_idx, val_idx = split_indices(len(ds))
+    train_idx, val_idx = dedup_split(ds)[:2] if split == "dedup" else split_indices(len(ds))
     return ds, train_idx, val_idx
 
 
@@ -114,7 +120,8 @@ def load_poet(source: str, ds: PoemDataset, device: torch.device):
         poet = load(source, device=str(device), corpus=None)
     except ModelLoadError as e:
         raise SystemExit(f"error: {e}") from None
-    if poet.vocab.tokens != ds.vocab.tokens:
+    if poet.vocab.tokens[:len(ds.vocab)] != ds.vocab.tokens or \
+            any(t != TITLE_END for t in poet.vocab.tokens[len(ds.vocab):]):
         raise SystemExit(f"error: {source} has another vocabulary than {ds.path} ({len(poet.vocab)} vs "
                          f"{len(ds.vocab)} tokens); evaluate it on the data it was trained on")
     return poet
@@ -123,15 +130,18 @@ def load_poet(source: str, ds: PoemDataset, device: torch.device):
 def lm_metrics(model, ds: PoemDataset, val_idx: np.ndarray, device: torch.device, batch_size: int = 128) -> dict:
     """Validation cross-entropy exactly as the trainer computes it (its Batches and evaluate, fp32)."""
     cfg = TrainConfig(data=str(ds.path or ""), out="", batch_size=batch_size)
-    batches = Batches(ds, val_idx, cfg, rank=0, world=1)
+    titles = bool(model.config.takes_titles and model.vocab is not None and model.vocab.title_end_id is not None)
+    batches = Batches(ds, val_idx, cfg, rank=0, world=1, title_end=model.vocab.title_end_id if titles else None)
     model.to(device)
     try:
         ce = evaluate(model, batches, device, bf16=False)
+        ce_titled = evaluate(model, batches, device, bf16=False, titled=True) if titles else None
     finally:
         model.eval()  # the trainer's evaluate hands the model back in train mode
     tokens = int((batches.lengths - 1).sum())  # every token after <START>
     return {"cross_entropy": ce, "bits_per_char": ce / math.log(2), "perplexity": math.exp(ce),
-            "tokens": tokens, "poems": int(len(val_idx))}
+            "cross_entropy_titled": ce_titled, "tokens": tokens, "poems": int(len(val_idx)),
+            "titled_poems": int(batches.all_titled().sum()) if titles else 0}
 
 
 # --- sample metrics ----------------------------------------------------------------------------
@@ -279,8 +289,11 @@ def _fmt(value, kind: str = "share") -> str:
 
 def markdown_tables(results: dict) -> str:
     """The language-model table and the sample table, as Markdown."""
-    out = ["### Validation cross-entropy (fixed 10% split, real tokens: characters, punctuation, <EOP>)", "",
-           "| model | nats/char | bits/char | perplexity | tokens | training |", "|---|---|---|---|---|---|"]
+    split = results["data"].get("split", "random")
+    out = [f"### Validation cross-entropy ({'de-duplicated' if split == 'dedup' else 'random 10%'} split, "
+           "real tokens: characters, punctuation, <EOP>)", "",
+           "| model | nats/char | bits/char | perplexity | nats/char after the title | tokens | training |",
+           "|---|---|---|---|---|---|---|"]
     for name, m in results["models"].items():
         lm, tr = m["validation"], m.get("training") or {}
         trained = "unknown"
@@ -288,12 +301,17 @@ def markdown_tables(results: dict) -> str:
             trained = f"{tr.get('recipe')} recipe, {tr['train_seconds'] / 60:.1f} min"
             if tr.get("best_train_seconds") is not None:
                 trained += f" (best: epoch {tr['best_epoch']}, {tr['best_train_seconds'] / 60:.1f} min)"
+            if tr.get("total_train_seconds") and tr["total_train_seconds"] != tr["train_seconds"]:
+                trained += f"; {tr['total_train_seconds'] / 60:.1f} min with its ancestors"
         out.append(f"| {name} ({m['source_name']}) | {lm['cross_entropy']:.4f} | {lm['bits_per_char']:.3f} | "
-                   f"{lm['perplexity']:.1f} | {lm['tokens']} | {trained} |")
+                   f"{lm['perplexity']:.1f} | {_fmt(lm.get('cross_entropy_titled'), '4')} | {lm['tokens']} | "
+                   f"{trained} |")
     kn = results["kn"]
     out.append(f"| {kn['order']}-gram Kneser-Ney (D={kn['discount']}) | {kn['cross_entropy']:.4f} | "
-               f"{kn['bits_per_char']:.3f} | {kn['perplexity']:.1f} | {kn['tokens']} | "
+               f"{kn['bits_per_char']:.3f} | {kn['perplexity']:.1f} | n/a | {kn['tokens']} | "
                f"counts, {kn['seconds']:.0f} s |")
+    if "reference" not in results:  # --lm-only
+        return "\n".join(out) + "\n"
     out += ["", f"### Samples ({results['settings']['samples']} per mode; copy guard "
                 f"{'on' if results['settings']['avoid_copies'] else 'off'})", "",
             "| model | mode | form exact | rhyme | tone (strict pos.) | copied lines | whole copies | "
@@ -334,7 +352,7 @@ def evaluate_model(source: str, ds, train_idx, val_idx, args, device, copies, he
     lm["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"[{name}] {lm['cross_entropy']:.4f} nats/char ({lm['seconds']} s)", file=sys.stderr, flush=True)
     samples = {}
-    for mode in MODES:
+    for mode in () if args.lm_only else MODES:
         records, metrics = sample_mode(poet, mode, args.samples, args.seed, args.batch_size, head_pool, copies,
                                        args.avoid_copies, args.acrostic_form)
         samples[mode] = metrics
@@ -393,6 +411,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="form of the acrostic samples (default free verse, one line per head)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice)")
+    p.add_argument("--split", default="dedup", choices=["dedup", "random"],
+                   help="validation split: de-duplicated (default) or the original random 10%%")
+    p.add_argument("--lm-only", action="store_true", help="cross-entropy table only, no samples")
     args = p.parse_args(argv)
     if args.samples < 1 or not 1 <= args.batch_size <= MAX_BATCH or args.kn_order < 1 or args.limit_poems < 0:
         p.error(f"--samples and --kn-order must be >= 1, --batch-size 1..{MAX_BATCH}, --limit-poems >= 0")
@@ -407,7 +428,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    ds, train_idx, val_idx = load_data(args.data, args.limit_poems)
+    ds, train_idx, val_idx = load_data(args.data, args.limit_poems, args.split)
     name = Path(args.model).name if Path(args.model).exists() else args.model.replace("/", "--")
     out = Path(args.out or Path("runs") / f"eval-{name}")
     out.mkdir(parents=True, exist_ok=True)
@@ -416,7 +437,7 @@ def run(args: argparse.Namespace) -> dict:
     head_pool = frequent_heads(ds, train_idx)
     results = {
         "data": {"path": str(args.data), "poems": len(ds), "train_poems": int(len(train_idx)),
-                 "val_poems": int(len(val_idx)), "limit_poems": args.limit_poems},
+                 "val_poems": int(len(val_idx)), "limit_poems": args.limit_poems, "split": args.split},
         "settings": {"samples": args.samples, "seed": args.seed, "batch_size": args.batch_size,
                      "avoid_copies": args.avoid_copies, "device": str(device),
                      "generation": "Poet.generate defaults: " + ", ".join(
@@ -433,7 +454,8 @@ def run(args: argparse.Namespace) -> dict:
                                                         head_pool, sample_file)
     print(f"{args.kn_order}-gram Kneser-Ney on {len(train_idx)} training poems ...", file=sys.stderr, flush=True)
     results["kn"] = fit_and_score(ds, train_idx, val_idx, order=args.kn_order, discount=DISCOUNT)
-    results["reference"] = reference_metrics(ds, val_idx, args.samples, args.seed, copies)
+    if not args.lm_only:
+        results["reference"] = reference_metrics(ds, val_idx, args.samples, args.seed, copies)
     results["seconds"] = round(time.perf_counter() - started, 1)
     tables = markdown_tables(results)
     write_text_atomic(out / "results.json", json.dumps(results, ensure_ascii=False, indent=1))

@@ -27,6 +27,7 @@ from poetry_model.data import load_npz, split_indices
 from poetry_model.files import replace_dir, temporary_name
 from poetry_model.model import WEIGHTS_FILE, PoetryLSTM
 from poetry_model.novelty import write_line_hashes
+from poetry_model.vocab import TITLE_END
 from train.run_info import TRAINING_FILE, training_info
 
 
@@ -42,7 +43,8 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     """Copy `model_dir` to `out` with weights cast to `dtype` and corpus line hashes added."""
     model = PoetryLSTM.from_pretrained(model_dir)  # refuses a folder that does not load
     dataset = load_npz(data)
-    if dataset.vocab.tokens != model.vocab.tokens:
+    extra = model.vocab.tokens[len(dataset.vocab):]
+    if model.vocab.tokens[:len(dataset.vocab)] != dataset.vocab.tokens or any(t != TITLE_END for t in extra):
         raise SystemExit(f"error: {data} has another vocabulary than {model_dir}; export with the training data")
     tmp = temporary_name(out)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -55,6 +57,8 @@ def export(model_dir: Path, data: Path, out: Path, dtype: torch.dtype = torch.fl
     write_corpus(dataset, tmp)
     write_couplets(dataset, tmp)
     summary = training_info(str(model_dir))
+    for key in ("data", "out"):  # machine paths of the run have no place in a shipped folder
+        (summary.get("config") or {}).pop(key, None)
     if summary:
         (tmp / TRAINING_FILE).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     PoetryLSTM.from_pretrained(tmp)  # the new folder loads before it replaces the old one

@@ -3,6 +3,7 @@
     python -m train.train --data data/tang.npz --out runs/NAME              # the user's recipe
     torchrun --nproc_per_node=2 -m train.train --data data/tang.npz --out runs/NAME
     python -m train.train --data data/tang.npz --out runs/NAME --resume     # after a crash or kill -9
+    python -m train.train --data data/tang.npz --out runs/NAME --init-from checkpoints/tang-lstm --titles
 
 Why it is fast: poems are batched by similar length and right-padded, so almost no compute goes
 to padding (the classic recipe pads every poem to 125 steps); the loss and softmax run only on
@@ -12,7 +13,8 @@ real tokens; bf16 autocast is used where it measures faster; an adaptive softmax
 Metrics count every real target token: characters, punctuation and `<EOP>`; `<START>` is only
 ever an input and padding never counts. Files (rank 0 only), each written atomically:
   runs/NAME/last/        weights + optimizer + trainer state, after every epoch and every N steps
-  runs/NAME/best/        save_pretrained folder of the best validation loss so far
+  runs/NAME/best/        save_pretrained folder of the best validation loss so far, with training.json
+                         (compute, recipe and the lineage of every run its weights descend from)
   runs/NAME/metrics.jsonl, loss.png, samples.txt
 """
 from __future__ import annotations
@@ -33,9 +35,9 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from poetry_model.data import DatasetError, PoemDataset, load_npz, split_indices
+from poetry_model.data import DatasetError, PoemDataset, dedup_split, load_npz, split_indices, title_ids
 from poetry_model.model import PoetryConfig, PoetryLSTM
-from poetry_model.vocab import Vocab
+from poetry_model.vocab import TITLE_END, Vocab
 from train.precision import PRECISIONS, PrecisionError, use_bf16
 
 IGNORE = -100  # target id ignored by the loss (padding)
@@ -54,7 +56,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
-    schedule: str = "constant"      # constant | cosine
+    schedule: str = "constant"      # constant | cosine (over the epochs) | cosine_time (over --time-budget)
     warmup_steps: int = 0
     weight_decay: float = 0.0
     clip: float = 1.0               # max gradient norm; 0 disables
@@ -66,6 +68,12 @@ class TrainConfig:
     softmax_cutoffs: str = ""       # e.g. "2000,5000" for an adaptive softmax
     precision: str = "auto"         # auto | bf16 | fp32
     seed: int = 0
+    split: str = "dedup"            # dedup (poetry_model.data.dedup_split) | random (the original 90/10 split)
+    titles: bool = False            # train on <START> title <TITLE_END> poem <EOP>
+    title_dropout: float = 0.5      # share of titled poems shown without their title each epoch
+    init_from: str = ""             # start from this model folder's weights (vocabulary extended if needed)
+    threads: int = 0                # torch intra-op threads; 0 = torch's default
+    checkpoint_seconds: float = 0.0  # also checkpoint after this many seconds of training; 0 = by steps only
     patience: int = 0               # epochs without validation gain before stopping; 0 = never
     checkpoint_every: int = 500     # steps between mid-epoch checkpoints
     time_budget: float = 0.0        # seconds of training before stopping cleanly; 0 = none
@@ -90,9 +98,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     ns = vars(p.parse_args(argv))
     resume = ns.pop("resume")
     cfg = TrainConfig(**ns)
-    if cfg.recipe not in ("fast", "classic") or cfg.schedule not in ("constant", "cosine") \
-            or cfg.precision not in PRECISIONS:
-        p.error("--recipe is fast|classic, --schedule constant|cosine, --precision auto|bf16|fp32")
+    if cfg.recipe not in ("fast", "classic") or cfg.schedule not in ("constant", "cosine", "cosine_time") \
+            or cfg.precision not in PRECISIONS or cfg.split not in ("dedup", "random"):
+        p.error("--recipe is fast|classic, --schedule constant|cosine|cosine_time, --precision auto|bf16|fp32, "
+                "--split dedup|random")
+    if cfg.schedule == "cosine_time" and not cfg.time_budget:
+        p.error("--schedule cosine_time needs --time-budget")
+    if cfg.titles and cfg.recipe == "classic":
+        p.error("--titles needs the fast recipe")
     return cfg, resume
 
 
@@ -123,15 +136,39 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
 class Batches:
     """Deterministic per-epoch batches of poem indices, length-bucketed (fast) or shuffled (classic)."""
 
-    def __init__(self, ds: PoemDataset, indices: np.ndarray, cfg: TrainConfig, rank: int, world: int):
+    def __init__(self, ds: PoemDataset, indices: np.ndarray, cfg: TrainConfig, rank: int, world: int,
+                 title_end: int | None = None):
         self.pad = ds.vocab.pad_id
         self.rows = ds.data[indices]
         self.lengths = (self.rows != self.pad).sum(1)
         self.cfg, self.rank, self.world = cfg, rank, world
+        # Titles: a second copy of every row reads <START> title <TITLE_END> poem <EOP>; title_len counts
+        # the title and its <TITLE_END> (0 for a poem without a usable title). Only poem tokens are ever
+        # targets, so a titled and an untitled reading of a poem are scored on the same tokens.
+        titles = [title_ids(ds.vocab, str(ds.titles[i])) if title_end is not None and ds.titles is not None
+                  else [] for i in indices]
+        self.title_len = np.array([len(t) + 1 if t else 0 for t in titles], dtype=np.int64)
+        width = self.rows.shape[1] + int(self.title_len.max(initial=0))
         # Right-aligned copy: poems start at column 0, so a batch only needs its longest poem's width.
-        self.right = np.full_like(self.rows, self.pad)
+        self.right = np.full((len(self.rows), width), self.pad, dtype=self.rows.dtype)
+        self.titled = np.full_like(self.right, self.pad) if self.title_len.any() else None
         for i, (row, n) in enumerate(zip(self.rows, self.lengths)):
-            self.right[i, :n] = row[row != self.pad]
+            poem = row[row != self.pad]
+            self.right[i, :n] = poem
+            if self.titled is not None:
+                self.titled[i, :n + self.title_len[i]] = np.concatenate(
+                    [poem[:1], titles[i], [title_end] if titles[i] else [], poem[1:]]).astype(self.rows.dtype)
+
+    def title_draw(self, epoch: int) -> np.ndarray:
+        """Which poems are shown with their title this epoch (title dropout), the same on every run."""
+        if self.titled is None:
+            return np.zeros(len(self.rows), dtype=bool)
+        rng = np.random.Generator(np.random.PCG64([self.cfg.seed, epoch, 1]))
+        return (rng.random(len(self.rows)) >= self.cfg.title_dropout) & (self.title_len > 0)
+
+    def all_titled(self) -> np.ndarray:
+        """Every poem that has a title shown with it (evaluation)."""
+        return self.title_len > 0
 
     def order(self, epoch: int, shuffle: bool = True) -> list[np.ndarray]:
         """This rank's batches for an epoch: the same on every run with the same seed."""
@@ -147,37 +184,90 @@ class Batches:
         usable = len(batches) - len(batches) % self.world if len(batches) >= self.world else len(batches)
         return batches[self.rank:usable:self.world] if self.world > 1 else batches
 
-    def tensors(self, b: np.ndarray, classic: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets) for a batch; padding targets become IGNORE unless the classic loss wants them."""
+    def tensors(self, b: np.ndarray, classic: bool, titled: np.ndarray | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) for a batch; padding targets become IGNORE unless the classic loss wants them.
+
+        `titled` (one flag per poem of the batch) reads those poems with their title; the title and
+        <TITLE_END> are inputs only, their targets IGNORE."""
         if classic:
             rows = torch.from_numpy(self.rows[b])
             return rows[:, :-1], rows[:, 1:]
-        width = int(self.lengths[b].max())
-        rows = torch.from_numpy(self.right[b, :width])
+        if titled is None or not titled.any():
+            width = int(self.lengths[b].max())
+            rows = torch.from_numpy(self.right[b, :width])
+            targets = rows[:, 1:].clone()
+            targets[targets == self.pad] = IGNORE
+            return rows[:, :-1], targets
+        shift = np.where(titled, self.title_len[b], 0)
+        width = int((self.lengths[b] + shift).max())
+        rows = torch.from_numpy(np.where(titled[:, None], self.titled[b, :width], self.right[b, :width]))
         targets = rows[:, 1:].clone()
         targets[targets == self.pad] = IGNORE
+        targets[torch.arange(width - 1)[None, :] < torch.from_numpy(shift)[:, None]] = IGNORE
         return rows[:, :-1], targets
 
 
 # --- model, optimizer, schedule ------------------------------------------------------------
 
+def training_vocab(cfg: TrainConfig, data_vocab: Vocab) -> Vocab:
+    """The dataset's vocabulary, with <TITLE_END> appended when the run trains on titles."""
+    return data_vocab.extended([TITLE_END]) if cfg.titles else data_vocab
+
+
 def build_model(cfg: TrainConfig, vocab: Vocab) -> PoetryLSTM:
-    """A fresh model sized by the options, carrying the dataset's vocabulary."""
+    """A fresh model sized by the options, carrying the training vocabulary."""
     cutoffs = [int(c) for c in cfg.softmax_cutoffs.split(",") if c.strip()]
     config = PoetryConfig.for_vocab(vocab, embedding_dim=cfg.embedding_dim, hidden_dim=cfg.hidden_dim,
                                     num_layers=cfg.num_layers, dropout=cfg.dropout, tie_weights=cfg.tie_weights,
-                                    softmax_cutoffs=cutoffs)
+                                    softmax_cutoffs=cutoffs, takes_titles=cfg.titles)
     model = PoetryLSTM(config)
     model.vocab = vocab
     return model
 
 
-def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning rate at an optimizer step: linear warm-up, then constant or cosine decay to 10%."""
+def init_model(cfg: TrainConfig, vocab: Vocab) -> tuple[PoetryLSTM, dict]:
+    """The model of `--init-from DIR`: its weights, grown to the training vocabulary, with this run's
+    dropout; and a lineage record of the folder (its path, weight digest and its own training.json).
+
+    The folder's sizes win over the size options, which are rewritten into `cfg` so that the
+    checkpoint records what was trained. Its vocabulary must be the data's, possibly already with the
+    tokens this run appends (see Vocab.extended)."""
+    from train.run_info import training_info
+
+    try:
+        model = PoetryLSTM.from_pretrained(cfg.init_from)
+    except Exception as e:  # ModelLoadError, or a Hub error for a repo id
+        raise SystemExit(f"error: --init-from {cfg.init_from}: {e}") from None
+    if not (vocab.tokens[:len(model.vocab)] == model.vocab.tokens or model.vocab.tokens == vocab.tokens):
+        raise SystemExit(f"error: --init-from {cfg.init_from}: its vocabulary ({len(model.vocab)} tokens) is not the "
+                         f"data's vocabulary ({len(vocab)} tokens) or a prefix of it")
+    parent = {"path": portable_path(cfg.init_from), "weights_sha256": weights_digest(model),
+              "training": training_info(str(cfg.init_from))}
+    added = model.extend_vocab(vocab)
+    parent["tokens_added"] = [vocab.tokens[i] for i in added]
+    mc = model.config
+    cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers = mc.embedding_dim, mc.hidden_dim, mc.num_layers
+    cfg.tie_weights, cfg.softmax_cutoffs = mc.tie_weights, ",".join(str(c) for c in mc.softmax_cutoffs)
+    mc.dropout, mc.takes_titles = cfg.dropout, cfg.titles or mc.takes_titles
+    model.drop.p = cfg.dropout
+    if mc.num_layers > 1:
+        model.lstm.dropout = cfg.dropout
+    return model.train(), parent
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, seconds: float = 0.0) -> float:
+    """Learning rate at an optimizer step: linear warm-up, then constant or cosine decay to 10%.
+
+    `cosine` decays over the epochs' steps; `cosine_time` over the seconds of --time-budget, for a
+    run whose length is set by the compute it may use rather than by epochs."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "cosine":
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    if cfg.schedule == "cosine_time":
+        progress = min(1.0, seconds / cfg.time_budget)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
     return cfg.lr
 
@@ -216,13 +306,15 @@ class LossModel(torch.nn.Module):
 
 
 @torch.no_grad()
-def evaluate(model: PoetryLSTM, batches: Batches, device: torch.device, bf16: bool) -> float:
-    """Validation cross-entropy in nats per real target token, summed over all ranks."""
+def evaluate(model: PoetryLSTM, batches: Batches, device: torch.device, bf16: bool, titled: bool = False) -> float:
+    """Validation cross-entropy in nats per real target token, summed over all ranks; with `titled`,
+    every poem that has a title is read after it (the same poem tokens are scored either way)."""
     net = model.module if hasattr(model, "module") else model
     net.eval()
     nll, count = 0.0, 0
+    flags = batches.all_titled() if titled else None
     for b in batches.order(0, shuffle=False):
-        inputs, targets = (t.to(device) for t in batches.tensors(b, classic=False))
+        inputs, targets = (t.to(device) for t in batches.tensors(b, False, None if flags is None else flags[b]))
         with autocast(device, bf16):
             feats, _ = net.features(inputs)
             mask = targets != IGNORE
@@ -307,26 +399,63 @@ def load_checkpoint(path: Path, model: PoetryLSTM, opt: torch.optim.Optimizer, d
 
 
 def check_resume_matches(path: Path, cfg: TrainConfig, vocab: Vocab) -> None:
-    """Refuse to resume when the data's vocabulary or the model options differ from the checkpoint."""
+    """Refuse to resume when the data's vocabulary or the model options differ from the checkpoint.
+
+    The size options of an --init-from run come from the checkpoint itself, so they need not be repeated."""
     saved = Vocab.load(path)
     if saved.tokens != vocab.tokens:
-        raise SystemExit(f"error: {path}/vocab.json differs from the vocabulary of {cfg.data}; "
-                         "resume with the data the run started with")
+        raise SystemExit(f"error: {path}/vocab.json differs from the vocabulary of {cfg.data} (titles "
+                         f"{'on' if cfg.titles else 'off'}); resume with the data and --titles the run started with")
     old = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["config"]
-    fixed = ("embedding_dim", "hidden_dim", "num_layers", "tie_weights", "softmax_cutoffs", "recipe")
+    if old.get("init_from"):
+        for k in ("embedding_dim", "hidden_dim", "num_layers", "tie_weights", "softmax_cutoffs", "init_from"):
+            setattr(cfg, k, old[k])
+    fixed = ("embedding_dim", "hidden_dim", "num_layers", "tie_weights", "softmax_cutoffs", "recipe", "titles",
+             "split")
     diff = [f"{k}: {old[k]!r} -> {getattr(cfg, k)!r}" for k in fixed if old.get(k) != getattr(cfg, k)]
     if diff:
         raise SystemExit(f"error: {path} was trained with other model options ({'; '.join(diff)})")
 
 
-def save_best(out: Path, model: PoetryLSTM, metrics: dict) -> None:
-    """The best model so far as a loadable save_pretrained folder with a model card, atomically."""
+def save_best(out: Path, model: PoetryLSTM, metrics: dict, training: dict | None = None) -> None:
+    """The best model so far as a loadable save_pretrained folder with a model card and, when given,
+    training.json (what it cost and where its weights come from), atomically."""
     from poetry_model.hub import write_model_card
 
     tmp = fresh_tmp(out / "best")
     model.save_pretrained(tmp)
     write_model_card(tmp, metrics)
+    if training is not None:
+        (tmp / "training.json").write_text(json.dumps(training, indent=1) + "\n", encoding="utf-8")
     replace_dir(tmp, out / "best")
+
+
+def training_record(cfg: TrainConfig, state: dict, epoch: int, val: float, val_titled: float | None) -> dict:
+    """training.json of a best/ folder: this run's summary, the compute of the whole lineage, and the
+    lineage itself (each ancestor's own record, nested, as its folder's training.json had it)."""
+    parent = state.get("init_from") or {}
+    parent_total = float((parent.get("training") or {}).get("total_train_seconds")
+                         or (parent.get("training") or {}).get("train_seconds") or 0.0)
+    return {"recipe": cfg.recipe, "train_seconds": round(state["train_seconds"], 1),
+            "total_train_seconds": round(state["train_seconds"] + parent_total, 1),
+            "time_budget": cfg.time_budget, "epochs": epoch, "steps": state["global_step"],
+            "best_val": val, "best_val_titled": val_titled, "best_epoch": epoch,
+            "best_train_seconds": round(state["train_seconds"], 1), "split": cfg.split, "titles": cfg.titles,
+            "config": {**{k: v for k, v in asdict(cfg).items() if k not in ("data", "out")},  # no machine paths
+                       "init_from": portable_path(cfg.init_from) if cfg.init_from else ""},
+            "init_from": parent or None}
+
+
+def portable_path(path: str) -> str:
+    """A model folder's path as the lineage records it: relative to the working directory (the
+    repository) when inside it, else its last two parts (e.g. NAME/best); Hub repo ids as they are."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return "/".join(p.parts[-2:])
 
 
 # --- observability -------------------------------------------------------------------------
@@ -391,26 +520,36 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     out = Path(cfg.out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg)
-    train_idx, val_idx = split_indices(len(ds))
+    train_idx, val_idx = dedup_split(ds)[:2] if cfg.split == "dedup" else split_indices(len(ds))
+    vocab = training_vocab(cfg, ds.vocab)
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         raise SystemExit(f"error: --resume given but {out} has no checkpoint to continue from")
     if checkpoint:
-        check_resume_matches(checkpoint, cfg, ds.vocab)
+        check_resume_matches(checkpoint, cfg, vocab)
     elif rank == 0 and out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or pick a new --out")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, ds.vocab).to(device)
+    parent = None
+    if cfg.init_from and not checkpoint:
+        model, parent = init_model(cfg, vocab)
+        model = model.to(device)
+    else:  # a resumed run gets its weights, sizes included, from the checkpoint
+        model = build_model(cfg, vocab).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
         else torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_val": math.inf, "bad_epochs": 0,
-             "train_seconds": 0.0, "config": asdict(cfg)}
+             "train_seconds": 0.0, "config": asdict(cfg), "init_from": parent}
     if checkpoint:
         state.update(load_checkpoint(checkpoint, model, opt, device))
         state["config"] = asdict(cfg)
-    train_b = Batches(ds, train_idx, cfg, rank, world)
-    val_b = Batches(ds, val_idx, cfg, rank, world)
+        model.config.dropout = cfg.dropout
+    title_end = vocab.title_end_id if cfg.titles else None
+    train_b = Batches(ds, train_idx, cfg, rank, world, title_end)
+    val_b = Batches(ds, val_idx, cfg, rank, world, title_end)
     classic = cfg.recipe == "classic"
     bf16 = choose_bf16(cfg, model, train_b, device)
     if rank == 0:
@@ -433,6 +572,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             summary["stopped"] = "nan"
             break
         val = evaluate(net, val_b, device, bf16)
+        val_titled = evaluate(net, val_b, device, bf16, titled=True) if cfg.titles else None
         if not math.isfinite(val) or val > 50:  # diverged: keep the last good checkpoint untouched
             if rank == 0:
                 print(f"\nerror: validation loss became {val} after epoch {epoch + 1}; stopping. The last good "
@@ -445,20 +585,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         state["best_val"] = min(val, state["best_val"])
         if rank == 0:
             record = {"epoch": epoch + 1, "step": state["global_step"], "train_loss": state["epoch_train_loss"],
-                      "val_loss": val, "val_ppl": math.exp(val), "val_bits_per_char": val / math.log(2),
+                      "val_loss": val, "val_loss_titled": val_titled, "val_ppl": math.exp(val),
+                      "val_bits_per_char": val / math.log(2),
                       "tokens_per_s": state["epoch_tokens_per_s"], "lr": opt.param_groups[0]["lr"],
                       "wall_s": round(state["train_seconds"], 1), "best": improved}
             append_metrics(out, record)
             plot_losses(out)
             if improved:
                 save_best(out, net, {"cross_entropy": val, "perplexity": math.exp(val),
-                                     "bits_per_char": val / math.log(2)})
+                                     "bits_per_char": val / math.log(2)},
+                          training_record(cfg, state, epoch + 1, val, val_titled))
             save_checkpoint(out, net, opt, state)
             for t in write_samples(out, net, epoch + 1):
                 print("   ", t)
             print(f"epoch {epoch + 1}: train {record['train_loss']:.4f}  val {val:.4f} nats/char "
-                  f"(ppl {math.exp(val):.1f}){'  *best*' if improved else ''}  {record['tokens_per_s']:.0f} tok/s",
-                  flush=True)
+                  f"(ppl {math.exp(val):.1f}){f', titled {val_titled:.4f}' if val_titled is not None else ''}"
+                  f"{'  *best*' if improved else ''}  {record['tokens_per_s']:.0f} tok/s", flush=True)
         if stop in ("time", "steps"):
             summary["stopped"] = stop
             break
@@ -482,15 +624,17 @@ def run_epoch(cfg: TrainConfig, step_model: torch.nn.Module, net: PoetryLSTM, op
               out: Path) -> str | None:
     """Train one epoch (from `state['step_in_epoch']`); returns why it stopped early, if it did."""
     order = batches.order(epoch)
+    titled = batches.title_draw(epoch)
     nll, count, compute_s = 0.0, 0, 0.0
+    last_save = 0.0
     bar = tqdm(total=len(order), initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=rank != 0, dynamic_ncols=True, mininterval=2.0)
     stop = None
     for i in range(state["step_in_epoch"], len(order)):
         t0 = time.perf_counter()
-        inputs, targets = (t.to(device) for t in batches.tensors(order[i], cfg.recipe == "classic"))
+        inputs, targets = (t.to(device) for t in batches.tensors(order[i], cfg.recipe == "classic", titled[order[i]]))
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, state["global_step"], total_steps)
+            group["lr"] = lr_at(cfg, state["global_step"], total_steps, state["train_seconds"] + compute_s)
         loss, batch_nll, n = step_model(inputs, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -515,7 +659,10 @@ def run_epoch(cfg: TrainConfig, step_model: torch.nn.Module, net: PoetryLSTM, op
         if over or (cfg.max_steps and state["global_step"] >= cfg.max_steps):
             stop = "time" if over else "steps"
             break
-        if cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0 and i + 1 < len(order) and rank == 0:
+        due = (cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0) \
+            or (cfg.checkpoint_seconds and compute_s - last_save >= cfg.checkpoint_seconds)
+        if due and i + 1 < len(order) and rank == 0:
+            last_save = compute_s
             save_checkpoint(out, net, opt, {**state, "epoch": epoch,
                                             "train_seconds": state["train_seconds"] + compute_s})
     bar.close()
