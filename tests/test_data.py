@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 from conftest import require_corpus
 
-from poetry_model.data import (MAX_TITLE, SEQ_LEN, DatasetError, dedup_split, load_npz, near_copies, poem_lines,
-                               split_indices, title_context, title_ids)
-from poetry_model.vocab import EOP, PAD, START, TITLE_END, Vocab, to_script
+from poetry_model.data import (
+    MAX_TITLE,
+    SEQ_LEN,
+    DatasetError,
+    dedup_split,
+    load_npz,
+    near_copies,
+    poem_lines,
+    split_indices,
+    title_context,
+    title_ids,
+)
+from poetry_model.vocab import EOP, PAD, START, TITLE_END, to_script
 from train.prepare import clean_poem
 from train.prepare import main as prepare_main
 

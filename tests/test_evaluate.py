@@ -252,7 +252,8 @@ def titled_model_dir(tiny_model_dir, tmp_path_factory):
 
 
 def test_titled_model_reports_both_readings_and_title_following(titled_model_dir, full_npz, tmp_path):
-    from train.title_eval import main as title_main, shuffled_titles
+    from train.title_eval import main as title_main
+    from train.title_eval import shuffled_titles
 
     results = main(["--model", str(titled_model_dir), "--data", str(full_npz), "--limit-poems", "300",
                     "--lm-only", "--out", str(tmp_path / "eval"), "--threads", "1"])

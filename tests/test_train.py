@@ -104,6 +104,38 @@ def test_resume_reproduces_an_uninterrupted_run(small_npz, tmp_path):
     assert summaries(straight.stdout)[0]["steps"] == summaries(second.stdout)[0]["steps"]
 
 
+def test_a_resumed_epoch_counts_all_its_steps_and_is_written_once(small_npz, tmp_path):
+    """Killed mid-epoch after a checkpoint: the resumed epoch's train loss covers the whole epoch (as an
+    uninterrupted run's does), its line is marked, and replaying an epoch never doubles its line."""
+    common = [*TINY, "--epochs", "2", "--checkpoint-every", "3", "--precision", "fp32"]
+    straight = run_cli(["--data", str(small_npz), "--out", str(tmp_path / "a"), *common])
+    args = ["--data", str(small_npz), "--out", str(tmp_path / "b"), *common]
+    proc = subprocess.Popen([sys.executable, "-m", "train.train", *args], cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state_file = tmp_path / "b" / "last" / "trainer_state.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (state_file.is_file() and json.loads(state_file.read_text())["epoch"] == 1
+                                          and json.loads(state_file.read_text())["step_in_epoch"] >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = json.loads(state_file.read_text())
+    assert saved["epoch"] == 1 and saved["step_in_epoch"] >= 3 and saved["epoch_count"] > 0  # mid-epoch 2, sums kept
+    second = run_cli(args + ["--resume"])
+    assert straight.returncode == second.returncode == 0, second.stderr
+    rows_a, rows_b = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                      for run in ("a", "b"))
+    assert [r["epoch"] for r in rows_b] == [1, 2]
+    assert [r["resumed"] for r in rows_b] == [False, True] and not any(r["resumed"] for r in rows_a)
+    assert rows_b[1]["train_loss"] == pytest.approx(rows_a[1]["train_loss"], rel=1e-6)
+    # A kill between an epoch's metrics line and its checkpoint: the replayed epoch replaces the line.
+    from train.train import record_epoch
+
+    record_epoch(tmp_path / "b", {**rows_b[1], "train_loss": 1.0})
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] == 1.0
+
+
 def test_torchrun_two_processes_end_with_identical_weights(small_npz, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "train.train", "--data", str(small_npz),

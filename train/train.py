@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from poetry_model.data import DatasetError, PoemDataset, dedup_split, load_npz, split_indices, title_ids
+from poetry_model.files import atomic_path, replace_dir, write_text_atomic
 from poetry_model.model import PoetryConfig, PoetryLSTM
 from poetry_model.vocab import TITLE_END, Vocab
 from train.precision import PRECISIONS, PrecisionError, use_bf16
@@ -237,7 +238,7 @@ def init_model(cfg: TrainConfig, vocab: Vocab) -> tuple[PoetryLSTM, dict]:
 
     try:
         model = PoetryLSTM.from_pretrained(cfg.init_from)
-    except Exception as e:  # ModelLoadError, or a Hub error for a repo id
+    except Exception as e:  # noqa: BLE001 - ModelLoadError, or any Hub error for a repo id: reported, then stop
         raise SystemExit(f"error: --init-from {cfg.init_from}: {e}") from None
     if not (vocab.tokens[:len(model.vocab)] == model.vocab.tokens or model.vocab.tokens == vocab.tokens):
         raise SystemExit(f"error: --init-from {cfg.init_from}: its vocabulary ({len(model.vocab)} tokens) is not the "
@@ -345,16 +346,6 @@ def choose_bf16(cfg: TrainConfig, model: PoetryLSTM, batches: Batches, device: t
 
 # --- checkpoints ---------------------------------------------------------------------------
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a fully written folder into place; a crash at any point leaves a complete old or new one."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def fresh_tmp(final: Path) -> Path:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -460,9 +451,15 @@ def portable_path(path: str) -> str:
 
 # --- observability -------------------------------------------------------------------------
 
-def append_metrics(out: Path, record: dict) -> None:
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+def record_epoch(out: Path, record: dict) -> None:
+    """Write an epoch's line into metrics.jsonl, dropping any line of that epoch or later first.
+
+    A kill after the metrics but before the checkpoint makes the resumed run train that epoch
+    again; its new line then replaces the old one instead of doubling it. Rewritten atomically."""
+    path = out / "metrics.jsonl"
+    rows = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    kept = [line for line in rows if line and json.loads(line)["epoch"] < record["epoch"]]
+    write_text_atomic(path, "".join(line + "\n" for line in [*kept, json.dumps(record)]))
 
 
 def plot_losses(out: Path) -> None:
@@ -481,10 +478,9 @@ def plot_losses(out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = out / "loss.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out / "loss.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(out / "loss.png")
 
 
 def write_samples(out: Path, model: PoetryLSTM, epoch: int) -> list[str]:
@@ -588,8 +584,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                       "val_loss": val, "val_loss_titled": val_titled, "val_ppl": math.exp(val),
                       "val_bits_per_char": val / math.log(2),
                       "tokens_per_s": state["epoch_tokens_per_s"], "lr": opt.param_groups[0]["lr"],
-                      "wall_s": round(state["train_seconds"], 1), "best": improved}
-            append_metrics(out, record)
+                      "wall_s": round(state["train_seconds"], 1), "best": improved,
+                      "resumed": state["epoch_resumed"]}
+            record_epoch(out, record)
             plot_losses(out)
             if improved:
                 save_best(out, net, {"cross_entropy": val, "perplexity": math.exp(val),
@@ -625,7 +622,11 @@ def run_epoch(cfg: TrainConfig, step_model: torch.nn.Module, net: PoetryLSTM, op
     """Train one epoch (from `state['step_in_epoch']`); returns why it stopped early, if it did."""
     order = batches.order(epoch)
     titled = batches.title_draw(epoch)
-    nll, count, compute_s = 0.0, 0, 0.0
+    # Resumed mid-epoch: the epoch's loss and speed also count the steps before the checkpoint.
+    resumed = state["step_in_epoch"] > 0
+    nll, count = (state.get("epoch_nll", 0.0), state.get("epoch_count", 0)) if resumed else (0.0, 0)
+    before_s = state.get("epoch_compute_s", 0.0) if resumed else 0.0  # already in state["train_seconds"]
+    compute_s = 0.0
     last_save = 0.0
     bar = tqdm(total=len(order), initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=rank != 0, dynamic_ncols=True, mininterval=2.0)
@@ -663,12 +664,14 @@ def run_epoch(cfg: TrainConfig, step_model: torch.nn.Module, net: PoetryLSTM, op
             or (cfg.checkpoint_seconds and compute_s - last_save >= cfg.checkpoint_seconds)
         if due and i + 1 < len(order) and rank == 0:
             last_save = compute_s
-            save_checkpoint(out, net, opt, {**state, "epoch": epoch,
-                                            "train_seconds": state["train_seconds"] + compute_s})
+            save_checkpoint(out, net, opt, {**state, "epoch": epoch, "train_seconds": state["train_seconds"] + compute_s,
+                                            "epoch_nll": nll, "epoch_count": count,
+                                            "epoch_compute_s": before_s + compute_s})
     bar.close()
     state["train_seconds"] += compute_s
     state["epoch_train_loss"] = nll / max(1, count)
-    state["epoch_tokens_per_s"] = count / compute_s if compute_s else 0.0
+    state["epoch_tokens_per_s"] = count / (before_s + compute_s) if before_s + compute_s else 0.0
+    state["epoch_resumed"] = resumed
     return stop
 
 
