@@ -26,6 +26,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="flood,kill,bodies,soak")
     p.add_argument("--heavy", type=int, default=32)
     p.add_argument("--soak", type=int, default=4000)
-    p.add_argument("--log", default="/tmp/abuse_app.log")
+    p.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "abuse_app.log"))
     args = p.parse_args(argv)
     app = App(args.model, Path(args.log)).wait_ready()
     results = {}

@@ -2,7 +2,7 @@
 # The full training run on one GPU, from scratch, in under 15 minutes of wall time; then the export.
 #
 #   train/gpu_run.sh [OUT]                  # OUT defaults to runs/gpu; the model lands in OUT/tang-lstm
-#   DEVICE=cpu BUDGET=20 LIMIT=600 train/gpu_run.sh /tmp/smoke   # a tiny smoke run on a CPU
+#   DEVICE=cpu BUDGET=20 LIMIT=600 train/gpu_run.sh runs/smoke   # a tiny smoke run on a CPU
 #
 # It needs only the repository and the raw corpus (../shared/data/chinese-poetry): data/tang.npz is
 # built when missing. Run it again after an interruption and it resumes from OUT/last, losing at most
