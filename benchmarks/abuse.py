@@ -26,8 +26,8 @@ import signal
 import socket
 import statistics
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
