@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from poetry_model.model import PoetryLSTM
-from train.train import TrainConfig, parse_args, train
+from train.batches import TrainConfig
+from train.train import parse_args, train
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "tang-lstm"
@@ -244,7 +245,8 @@ def test_titled_batches_score_the_same_poem_tokens(small_npz, tmp_path):
     import numpy as np
 
     from poetry_model.data import load_npz, title_ids
-    from train.train import IGNORE, Batches, training_vocab
+    from train.batches import IGNORE, Batches
+    from train.train import training_vocab
 
     cfg = config(small_npz, tmp_path / "run", "--titles", "--title-dropout", "0.3")
     ds = load_npz(small_npz)

@@ -10,7 +10,7 @@ and prints the tables. OUT defaults to runs/eval-<model folder name>.
 
 Language-model metrics, on the de-duplicated validation split of --data (poetry_model.data.dedup_split;
 `--split random` for the original 10%, poetry_model.data.split_indices), computed by the trainer's own
-`evaluate` over its `Batches`: every real target token of the poem counts (characters, punctuation
+`evaluate` over its `Batches` (train/batches.py): every real target token of the poem counts (characters, punctuation
 and <EOP>); <START> is only input and padding never counts.
   cross_entropy_titled  for a model that takes titles: the same poem tokens, each poem read after
                   its title (<START> title <TITLE_END>); cross_entropy is always the untitled reading
@@ -80,9 +80,9 @@ from poetry_model.prosody import FORMS, analyze, shape_form
 from poetry_model.text import LOST_CHAR, han_lines
 from poetry_model.text import split_lines as copy_lines
 from poetry_model.vocab import TITLE_END
+from train.batches import Batches, TrainConfig, evaluate
 from train.kneser_ney import DISCOUNT, ORDER, fit_and_score
 from train.run_info import training_info
-from train.train import Batches, TrainConfig, evaluate
 
 MODES = ("free", *FORMS, "acrostic")
 ACROSTIC_HEADS, HEAD_POOL, ACROSTIC_BATCH = 4, 200, 10

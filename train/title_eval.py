@@ -30,7 +30,7 @@ import torch
 
 from poetry_model.data import PoemDataset, dedup_split, load_npz, title_context, title_ids
 from poetry_model.model import PoetryLSTM
-from train.train import Batches, TrainConfig, evaluate
+from train.batches import Batches, TrainConfig, evaluate
 
 SHOWN_TITLES = ("春望", "送友人", "秋夜", "边塞", "江上送别", "登高", "咏梅", "夜雨寄北")
 PUNCTUATION = "，。？！"
