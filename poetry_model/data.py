@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
 from .vocab import Vocab, VocabError
 
 SEQ_LEN = 125
@@ -52,14 +53,14 @@ class PoemDataset:
 
 
 def save_npz(path: str | Path, data: np.ndarray, vocab: Vocab, titles: list[str], authors: list[str]) -> None:
-    """Write the dataset without any pickled object, atomically (temp file, then rename)."""
+    """Write the dataset without any pickled object, atomically (poetry_model.files.atomic_path)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     word2ix = np.array(list(zip(vocab.tokens, range(len(vocab)))), dtype=WORD2IX_DTYPE)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, data=data.astype(np.int32), ix2word=np.array(vocab.tokens), word2ix=word2ix,
-                        title=np.array(titles), author=np.array(authors), script=np.array(vocab.script))
-    tmp.replace(path)
+    # An open file, not a name: np.savez would append `.npz` to a name without it.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, data=data.astype(np.int32), ix2word=np.array(vocab.tokens), word2ix=word2ix,
+                            title=np.array(titles), author=np.array(authors), script=np.array(vocab.script))
 
 
 def load_npz(path: str | Path, trust_pickle: bool = False) -> PoemDataset:

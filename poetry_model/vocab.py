@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .files import write_text_atomic
+
 START, EOP, PAD = "<START>", "<EOP>", "</s>"
 SPECIAL_TOKENS = (START, EOP, PAD)
 # Closes a poem's title in title-conditioned training: <START> title <TITLE_END> poem <EOP>. It is
@@ -140,11 +142,8 @@ class Vocab:
 
     def save(self, directory: str | Path) -> Path:
         """Write `vocab.json` into `directory` (atomically) and return its path."""
-        path = Path(directory) / VOCAB_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"script": self.script, "tokens": self.tokens}, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(Path(directory) / VOCAB_FILE,
+                                 json.dumps({"script": self.script, "tokens": self.tokens}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":

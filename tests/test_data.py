@@ -17,11 +17,12 @@ from poetry_model.data import (
     load_npz,
     near_copies,
     poem_lines,
+    save_npz,
     split_indices,
     title_context,
     title_ids,
 )
-from poetry_model.vocab import EOP, PAD, START, TITLE_END, to_script
+from poetry_model.vocab import EOP, PAD, START, TITLE_END, Vocab, to_script
 from train.prepare import clean_poem
 from train.prepare import main as prepare_main
 
@@ -169,6 +170,25 @@ def test_unreadable_or_missing_npz(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
     with pytest.raises(DatasetError, match=r"junk\.npz: not a readable \.npz"):
         load_npz(tmp_path / "junk.npz")
+
+
+def test_save_npz_and_vocab_save_replace_files_whole(small_npz, tmp_path):
+    """A save that fails midway keeps the previous file and leaves no temporary one; a name without
+    `.npz` is written as given (np.savez alone would append the extension)."""
+    ds = load_npz(small_npz)
+    titles, authors = [str(t) for t in ds.titles], [str(a) for a in ds.authors]
+    for name in ("tang.npz", "tang"):
+        path = tmp_path / name
+        save_npz(path, ds.data, ds.vocab, titles, authors)
+        saved = path.read_bytes()
+        assert np.array_equal(load_npz(path).data, ds.data)
+        unpicklable = [lambda: None] * len(titles)  # fails after the first arrays are written
+        with pytest.raises(Exception, match="pickle"):
+            save_npz(path, ds.data, ds.vocab, unpicklable, authors)
+        assert path.read_bytes() == saved
+    vocab_path = ds.vocab.save(tmp_path)
+    assert Vocab.load(vocab_path) == ds.vocab
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tang", "tang.npz", "vocab.json"]
 
 
 def test_split_is_fixed():

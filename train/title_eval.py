@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from poetry_model.data import PoemDataset, dedup_split, load_npz, title_context, title_ids
+from poetry_model.files import write_text_atomic
 from poetry_model.model import PoetryLSTM
 from train.batches import Batches, TrainConfig, evaluate
 
@@ -185,9 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("title_eval.json", json.dumps(result, ensure_ascii=False, indent=1)),
                        ("title_eval.md", markdown(result))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out / name)
+        write_text_atomic(out / name, text)
     print(markdown(result))
     return result
 
