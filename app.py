@@ -250,6 +250,22 @@ async def run_request(generator, raw: dict[str, Any]) -> dict[str, Any]:
 # The Blocks
 
 
+def escape_choice_errors(radio: gr.Radio) -> None:
+    """Make `radio` refuse a value outside its choices with that value shown as text: Gradio's own
+    message echoes the value into a toast, and toasts render HTML. Wrapped on the instance, as a
+    gr.Radio subclass would make Gradio write a .pyi stub beside this file."""
+    check = radio.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return check(payload)
+        except gr.Error as exc:
+            raise gr.Error(f"invalid input: {radio.elem_id}: {toast_text(exc.message)}",
+                           title="输入有误 · Invalid input", print_exception=False) from None
+
+    radio.preprocess = preprocess
+
+
 def new_seed() -> int:
     return secrets.randbelow(2**31)
 
@@ -334,6 +350,8 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                                      css_template=POEM_CSS, elem_id="poems", js_on_load=None)
                 with gr.Accordion("JSON（与 /generate API 相同 · same as the API）", open=False):
                     poems_json = gr.JSON(label="result", elem_id="result_json")
+        for radio in (form, script):
+            escape_choice_errors(radio)
         inputs = [prompt, acrostic, form, rhyme, rhyme_strength, tones, tone_strength, temperature, top_k, top_p,
                   style, num_candidates, seed, script]
         gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",

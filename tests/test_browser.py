@@ -3,12 +3,14 @@
 `python app.py --model <tiny> --host 127.0.0.1 --port <free>` runs as a subprocess; the page is
 loaded, prompt and acrostic filled, a form picked, Generate clicked, and the poem read back from
 the page (acrostic heads, line lengths, per-character tone marks); a screenshot is saved. Markup
-typed into the page is shown as text, never run. The browser only reaches 127.0.0.1 (every other
+typed into the page, or put into the page's own request (a form outside the choices), is shown as
+text, never rendered or run. The browser only reaches 127.0.0.1 (every other
 request is aborted). Needs `chromium` and `fonts-wqy-microhei` (installed by .ci/run); never
 `playwright install`.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -144,3 +146,45 @@ def test_markup_in_every_text_field_is_shown_as_text(page, field):
     toast.wait_for()
     assert "<" in toast.inner_text() or "&lt;" not in toast.inner_text()
     _no_markup_ran(page)
+
+
+CRAFTED = '<img src=x onerror="window.__pwned=1"><b id=injected>bold</b>'
+
+
+def _send_instead(page, field: str, value: str) -> None:
+    """Rewrite the page's own request to the queue so that the input `field` carries `value`: what a
+    crafted request sends, including values the page's controls cannot (a form outside the choices)."""
+    config = page.evaluate("() => window.gradio_config")
+    elem_ids = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
+    inputs = {d["id"]: [elem_ids.get(i) for i in d["inputs"]] for d in config["dependencies"]}
+
+    def rewrite(route):
+        body = route.request.post_data_json
+        body["data"][inputs[body["fn_index"]].index(field)] = value
+        route.continue_(post_data=json.dumps(body))
+
+    page.route("**/gradio_api/queue/join*", rewrite)
+
+
+def _toast_shows_as_text(page, expected: str) -> None:
+    """The error toast holds `expected` as literal text, and nothing of the request became markup or ran."""
+    message = page.locator("[data-testid=toast-body] [data-testid=toast-text]").first
+    message.wait_for()
+    assert expected in message.text_content(), message.inner_html()
+    assert page.locator("#injected").count() == 0 and page.locator("img[src=x]").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+
+# What each field's error echoes: a choice (Gradio's own check) the whole value, a text field its
+# characters outside the vocabulary one by one.
+@pytest.mark.parametrize("field, expected", [("form", CRAFTED), ("script", CRAFTED), ("style", "'<' 'i' 'm' 'g'")])
+def test_a_crafted_request_is_echoed_as_text(page, field, expected):
+    _send_instead(page, field, CRAFTED)
+    page.locator("#generate").click()
+    _toast_shows_as_text(page, expected)
+    assert page.locator("#poems .poem-card").count() == 0
+    # The page's own requests go through unchanged again, and the app still writes.
+    page.unroute("**/gradio_api/queue/join*")
+    page.locator("#prompt textarea").fill("明月")
+    page.locator("#generate").click()
+    assert poem_lines(page)[0].startswith("明月")
