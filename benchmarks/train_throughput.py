@@ -69,8 +69,8 @@ from classic_book import ClassicPoetryModel  # noqa: E402
 from poetry_model.data import split_indices  # noqa: E402
 from poetry_model.generation import pick_device  # noqa: E402
 from poetry_model.model import PoetryLSTM  # noqa: E402
-from train.precision import PRECISIONS, bf16_unavailable  # noqa: E402
 from train.batches import IGNORE, Batches, TrainConfig, evaluate  # noqa: E402
+from train.precision import PRECISIONS, bf16_unavailable  # noqa: E402
 from train.train import LossModel, build_model, choose_bf16, load_dataset, lr_at, train  # noqa: E402
 
 EMBEDDING, HIDDEN, LAYERS, BATCH, LR = 128, 256, 2, 128, 1e-3
