@@ -75,6 +75,7 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
+LOCKED_FIT_WEIGHT = 1.0
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -108,6 +109,7 @@ class Poem:
     relaxations: list[str]
     settings: dict
     parallelism: list[float] | None = None  # each couplet's mean aligned PMI (lines 1-2, 3-4, …); forms only
+    edit: str | None = None     # Poet.replace: "kept" (the edit fits, the rest unchanged) or "recontinued"
     report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
 
     @cached_property
@@ -116,18 +118,24 @@ class Poem:
         return self.report.to_dict() if self.report is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in _POEM_FIELDS}, "prosody": self.prosody}
+        """Every field and the prosody report; `edit` only on an edited poem."""
+        out = {**{name: getattr(self, name) for name in _POEM_FIELDS}, "prosody": self.prosody}
+        if self.edit is None:
+            del out["edit"]
+        return out
 
 
 _POEM_FIELDS = tuple(f.name for f in fields(Poem) if f.name != "report")
 
 
-def score_parts(mean_log_prob: float, report, copy: dict) -> dict[str, float]:
-    """The documented score: lm + prosody + novelty (see the module docstring)."""
+def score_parts(mean_log_prob: float, report, copy: dict, locked_fit: float | None = None) -> dict[str, float]:
+    """The documented score: lm + prosody + novelty (+ locked_fit; see the module docstring)."""
     prosody = PROSODY_WEIGHT * (0.5 * bool(report.rhymes) + 0.5 * float(report.tone_score)) if report else 0.0
     span = copy.get("longest_span_chars") or 0
     novelty = -(COPIED_LINE_WEIGHT * len(copy["copied_lines"]) + SPAN_WEIGHT * max(0, span - FREE_SPAN))
     parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty}
+    if locked_fit is not None:
+        parts["locked_fit"] = LOCKED_FIT_WEIGHT * locked_fit
     return {k: round(v, 4) + 0.0 for k, v in parts.items()}
 
 
@@ -306,11 +314,40 @@ class Poet:
             engine.run()
 
     def poems(self, request: Decoder) -> list[Poem]:
-        """A decoded request's candidates as ranked poems; the reports of identical texts are made once."""
+        """A decoded request's candidates as ranked poems (at most num_candidates); the reports of
+        identical texts are made once."""
         s, settings, reports = request.s, request.s.to_dict(), {}
-        return self._ranked([self._poem(s, settings, i, row, reports) for i, row in enumerate(request.rows)])
+        fits = self.locked_fit(request) if s.generated_before_locked else [None] * len(request.rows)
+        poems = [self._poem(s, settings, i, row, reports, fits[i]) for i, row in enumerate(request.rows)]
+        return self._ranked(poems)[:s.num_candidates]
 
-    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None) -> Poem:
+    @torch.inference_mode()
+    def locked_fit(self, request: Decoder) -> list[float]:
+        """Per candidate: the mean log-probability of the locked lines' characters that follow a written
+        line, given everything before them (the LSTM reads left to right, so this is how well the
+        written lines lead into the locked ones; it ranks the candidate prefixes)."""
+        s, tc = request.s, self.token_classes
+        held = dict(s.locked)
+        first = min(i for i in range(max(held)) if i not in held and i >= sum(ch in LINE_ENDS for ch in s.prompt))
+        seqs = [request.head + row.tokens for row in request.rows]
+        width = max(map(len, seqs))
+        x = torch.tensor([seq + [self.vocab.eop_id] * (width - len(seq)) for seq in seqs], device=self.device)
+        with torch_threads(self.threads):
+            logp = torch.log_softmax(self.model(x[:, :-1])[0].float(), dim=-1)
+        logp = logp.gather(-1, x[:, 1:, None])[..., 0].tolist()
+        out = []
+        for k, row in enumerate(request.rows):
+            line, total, count = 0, 0.0, 0
+            for j, tok in enumerate(row.tokens):
+                if line in held and line > first and tc.char[tok]:
+                    total += logp[k][len(request.head) + j - 1]
+                    count += 1
+                line += bool(tc.line_end[tok])
+            out.append(total / count if count else 0.0)
+        return out
+
+    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None,
+              locked_fit: float | None = None) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
         model_text = _finished_text(self.vocab.decode(row.tokens))
         known = reports.get(model_text) if reports is not None else None
@@ -324,7 +361,7 @@ class Poet:
         text, report, copy = known
         copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
-        parts = score_parts(mean, report, copy)
+        parts = score_parts(mean, report, copy, locked_fit)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
