@@ -162,6 +162,19 @@ class Decoder:
                 else:
                     np.add(layer, out[k], out=out[k])
 
+    def refused(self, i: int, tok: int) -> bool:
+        """Whether a constraint's `rejects` refuses candidate i's token (the copy guard)."""
+        return any(c.rejects(self.rows[i], tok) for c in self._guards)
+
+    def excluding(self, i: int, tok: int) -> list[str]:
+        """The names of the constraints whose layers ban candidate i's token now (hard rules only)."""
+        out = []
+        for c in self.constraints:
+            layer = c.layer(i, self.rows[i]) if _overrides(c, "layer") else None
+            if layer is not None and (tok in layer if layer.dtype.kind == "i" else np.isneginf(layer[tok])):
+                out.append(c.name)
+        return out
+
     def relaxed(self, i: int) -> np.ndarray:
         """Candidate i's bias with each droppable layer that would leave no token dropped (and noted)."""
         row = self.rows[i]
