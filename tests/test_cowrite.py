@@ -184,3 +184,22 @@ def test_stream_yields_lines_as_decoded_then_the_poems_of_generate(poet):
     assert single[-2]["lines"] == single[-1]["poems"][0].lines  # one candidate: its lines are the poem's
     with pytest.raises(ValueError, match="temperature"):
         next(poet.stream(temperature=-1))
+
+
+def test_batcher_streams_lines_before_the_future_resolves(poet):
+    from poetry_model.generation import Batcher
+
+    server = Batcher(poet)
+    seen: list[tuple[list[str], bool]] = []
+    held: dict = {}  # the Future, once submit returned (a line may come before)
+
+    def listen(event: dict) -> None:
+        seen.append((event["lines"], "future" in held and held["future"].done()))
+
+    streamed = held["future"] = server.submit(form="五律", seed=6, on_line=listen)
+    quiet = server.submit(form="五绝", seed=6)  # decoded alongside, without a listener
+    poems = streamed.result(120)
+    assert [len(lines) for lines, _ in seen] == list(range(1, 9)) and not any(done for _, done in seen)
+    assert seen[-1][0] == poems[0].lines
+    assert [p.to_dict() for p in poems] == [p.to_dict() for p in poet.generate(form="五律", seed=6)]
+    assert quiet.result(120)[0].text == poet.generate(form="五绝", seed=6)[0].text
