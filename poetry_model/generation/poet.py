@@ -33,6 +33,16 @@ in this order:
 * novelty (`avoid_copies`): when the sampled token would complete a line that exists in the
   corpus (a hash lookup), that token is banned and the step resampled for that candidate; the
   poem reports how often this happened;
+* locked lines (`locked={line index: text}`, fixed forms): their characters are forced, verbatim;
+  the tone templates and the rhyme group are narrowed to what the locked characters allow before
+  anything is written (`states.LockedFormState`), so every other line obeys the rules the locked
+  lines imply; a locked line that itself breaks the tone pattern or the rhyme is a ValueError
+  naming the character and the rule, or, with `relax_locked`, accepted and listed in `relaxations`.
+  The LSTM reads left to right: lines after a locked line simply continue from it, but a line
+  before one cannot see it. So when the model writes a line before a locked one, at least
+  LOCKED_PREFIXES candidates are decoded and ranked with the extra score part `locked_fit` (the
+  mean log-probability of the locked characters given everything before them: how well the
+  written lines lead into the locked ones), and the best num_candidates are returned;
 then temperature (0 = greedy), top-k and top-p pick the token. A hard constraint that would leave
 no character at all is dropped for that step (对仗 first, then repetition bans, tone, rhyme; never
 the structure) and the drop is listed in the poem's `relaxations`. No loop can hang: the number
@@ -44,7 +54,14 @@ Score (higher is better), each part returned in `score_parts`:
            distribution (forced tokens such as heads and form punctuation are not counted);
   prosody  PROSODY_WEIGHT * (0.5 * rhymes + 0.5 * tone_score) from the prosody checker;
   novelty  -(COPIED_LINE_WEIGHT * lines equal to a corpus line
-             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN).
+             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN);
+  locked_fit  (only when a written line comes before a locked one) LOCKED_FIT_WEIGHT * the mean
+           log-probability of the locked lines' characters after the first written line.
+
+Writing with the poet: `stream` yields candidate 0's lines as they are decoded, then the poems;
+`alternatives(text, position, k)` lists the most probable characters that keep every rule at one
+position of a poem; `replace(text, position, char)` puts one there and keeps the poem, or writes
+the rest again when a later rule no longer holds (`poem.edit`).
 """
 from __future__ import annotations
 
@@ -267,7 +284,7 @@ class Poet:
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
         repetition_penalty, dieci, parallelism, parallel_strength, season_strength, style, num_candidates,
-        seed, max_length, script, avoid_copies.
+        seed, max_length, script, avoid_copies, locked, relax_locked.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
         self.decode([request])

@@ -118,11 +118,12 @@ class LockedFormState(FormState):
     the template and rhyme group that the locked line implies: the templates are narrowed to those
     every locked character fits, the rhyme group to the locked rhyme characters' common group, and
     those rhyme characters are kept out of the other lines' rhymes. A locked line that breaks the
-    tone pattern or the rhyme raises ValueError naming the character and the rule (`hard`), unless
-    relaxed: then each break is listed in `relaxations`."""
+    tone pattern or the rhyme raises ValueError naming the character and the rule, unless `relax`
+    names a reason for that rule (relax_locked, or a strength below 1): then each break is listed
+    in `relaxations`."""
 
     def __init__(self, fm: FormMasks, form: str, names: list[str], *, rhyme: bool, tones: bool,
-                 locked: dict[int, list[int]], relax: dict[str, bool]):
+                 locked: dict[int, list[int]], relax: dict[str, str | None]):
         super().__init__(fm, form, names, rhyme=rhyme, tones=tones)
         self.locked = locked
         self.reserved: set[int] = set()      # locked rhyme characters: no other line rhymes with them
@@ -150,7 +151,7 @@ class LockedFormState(FormState):
                                f"the tone pattern ({name}) wants {want} there")
         return out
 
-    def _fit_templates(self, relax: bool) -> None:
+    def _fit_templates(self, relax: str | None) -> None:
         breaks = {name: self._breaks(name) for name in self.alive}
         fewest = min(len(b) for b in breaks.values())
         if fewest:
@@ -158,7 +159,7 @@ class LockedFormState(FormState):
             self._broken(f"no {self.form} tone pattern fits every locked line: {'; '.join(best)}", relax)
         self.alive = [name for name in self.alive if len(breaks[name]) == fewest]
 
-    def _fix_rhyme(self, relax: bool) -> None:
+    def _fix_rhyme(self, relax: str | None) -> None:
         """The rhyme group from the locked lines that must rhyme (every even line; the first when it must)."""
         must = [line for line in self.locked if line % 2 == 1]
         if 0 in self.locked and all(n.endswith("首句入韵") for n in self.alive):
@@ -183,10 +184,11 @@ class LockedFormState(FormState):
             if not self.fm.level[tok] & self.groups:
                 self.alive = [n for n in self.alive if not n.endswith("首句入韵")] or self.alive
 
-    def _broken(self, note: str, relax: bool) -> None:
-        if not relax:
+    def _broken(self, note: str, relax: str | None) -> None:
+        """A locked line breaks a rule: ValueError, or (relaxed: `relax` says why) a note in `relaxations`."""
+        if relax is None:
             raise ValueError(f"{note} (relax_locked=True accepts it, listed in the poem's relaxations)")
-        self._relax(f"accepted (relax_locked): {note}")
+        self._relax(f"accepted ({relax}): {note}")
 
     # -- decoding -----------------------------------------------------------------------------------
 
