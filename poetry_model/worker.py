@@ -23,11 +23,12 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -308,6 +309,17 @@ class PoetWorker:
 
     def generate(self, prompt: str = "", **kwargs: Any) -> list[dict[str, Any]]:
         return self.submit(prompt, **kwargs).result()
+
+    def stream(self, prompt: str = "", **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """`submit` as events: {"event": "line", "lines", "text"} as candidate 0's lines are decoded, then
+        {"event": "poems", "poems": the poems' dicts}; the request's error is raised by the iterator.
+        Blocking: an async server iterates it in a thread."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        future = self.submit(prompt, on_line=events.put, **kwargs)  # lines come before the answer
+        future.add_done_callback(lambda _: events.put(None))
+        while (event := events.get()) is not None:
+            yield {"event": "line", "lines": event["lines"], "text": "".join(event["lines"])}
+        yield {"event": "poems", "poems": future.result()}
 
     def _sweep(self) -> None:
         """Fail held requests whose wait is over with a message saying when to try again."""

@@ -203,3 +203,6 @@ def test_batcher_streams_lines_before_the_future_resolves(poet):
     assert seen[-1][0] == poems[0].lines
     assert [p.to_dict() for p in poems] == [p.to_dict() for p in poet.generate(form="五律", seed=6)]
     assert quiet.result(120)[0].text == poet.generate(form="五绝", seed=6)[0].text
+    events = list(server.stream(form="五律", seed=6))
+    assert [e["lines"] for e in events[:-1]] == [lines for lines, _ in seen]
+    assert [p.to_dict() for p in events[-1]["poems"]] == [p.to_dict() for p in poems]

@@ -134,3 +134,8 @@ def test_a_streamed_request_gets_its_lines_before_its_answer(worker):
     assert [len(e["lines"]) for e in events] == [1, 2, 3, 4]
     assert events[-1]["lines"] == poems[0]["lines"]
     assert poems == worker.generate(form="五绝", seed=5)  # the answer is the one a plain request gets
+    streamed = list(worker.stream(form="五绝", seed=5))
+    assert [e["event"] for e in streamed] == ["line"] * 4 + ["poems"]
+    assert [e["lines"] for e in streamed[:-1]] == [e["lines"] for e in events] and streamed[-1]["poems"] == poems
+    with pytest.raises(ValueError, match="locked line 0: 4 characters"):
+        next(worker.stream(form="五绝", locked={0: "床前明月"}))
