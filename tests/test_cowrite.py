@@ -206,3 +206,14 @@ def test_batcher_streams_lines_before_the_future_resolves(poet):
     events = list(server.stream(form="五律", seed=6))
     assert [e["lines"] for e in events[:-1]] == [lines for lines, _ in seen]
     assert [p.to_dict() for p in events[-1]["poems"]] == [p.to_dict() for p in poems]
+
+
+def test_edits_keep_the_poems_script(poet):
+    poem = poet.generate(form="七绝", seed=31, script="traditional")[0]
+    assert poem.script == "traditional"
+    alts = poet.alternatives(poem.text, 5, k=10, form="七绝")  # "auto": the whole text's script, not the prefix's
+    simplified = poet.alternatives(poem.text, 5, k=10, form="七绝", script="simplified")
+    assert [a["prob"] for a in alts] == [a["prob"] for a in simplified]
+    assert any(a["char"] != b["char"] for a, b in zip(alts, simplified))  # the same characters, each script's form
+    edited = poet.replace(poem.text, 5, alts[1]["char"], form="七绝", seed=31)
+    assert edited.script == "traditional" and edited.text[:6] == poem.text[:5] + alts[1]["char"]

@@ -86,6 +86,7 @@ from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_l
 from ..prosody import FORMS as FORM_LINES
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
+from ..vocab import UnknownCharactersError
 from .config import GenerationConfig, Settings, validate
 from .engine import Decoder, Engine, Row
 from .states import MaskVectors, TokenClasses
@@ -344,7 +345,7 @@ class Poet:
         would complete a corpus line), renormalised over the characters they leave: the k listed sum to
         at most 1. Fewer than k come back when fewer are allowed (one at an acrostic head)."""
         k = _check_k(k)
-        dec, text = self._edit_request(text, position, settings)
+        dec, text = self._edit_request(text, position, dict(settings))
         scores, forced = self._constrained_scores(dec)
         if forced is not None:
             return [{"char": self._shown(dec, forced), "prob": 1.0}]
@@ -365,7 +366,8 @@ class Poet:
         else the text up to and including the new character is kept and the rest written again with the
         same settings and seed (`poem.edit == "recontinued"`, the best of `generate(prompt=...)`).
         A character the rules exclude at that position raises ValueError naming the rules."""
-        dec, text = self._edit_request(text, position, settings)
+        settings = dict(settings)
+        dec, text = self._edit_request(text, position, settings)  # fixes settings["script"] from the whole text
         name = "char"
         if not isinstance(char, str) or len(char.strip()) != 1:
             raise ValueError(f"{name} must be one character, got {char!r}")
@@ -398,7 +400,11 @@ class Poet:
         if text[position] in LINE_ENDS or not text[position].isalpha():
             raise ValueError(f"position {position} is the punctuation {text[position]!r}: choose a character")
         options = {**settings, "num_candidates": 1}
-        whole = validate(self.vocab, GenerationConfig(prompt=text, **options))  # bad settings raise here
+        options.pop("script", None)
+        try:
+            whole = validate(self.vocab, GenerationConfig(prompt=text, **options, script=settings.get("script", "auto")))
+        except UnknownCharactersError as error:
+            raise UnknownCharactersError(error.chars, "text" if error.what == "prompt" else error.what) from None
         try:
             Decoder(self, whole)  # the text must fit the form
         except ValueError as error:
@@ -413,7 +419,8 @@ class Poet:
         if whole.form in FORM_LINES and position // (chars + 1) in dict(whole.locked):
             line = position // (chars + 1)
             raise ValueError(f"position {position} is in locked line {line}: unlock it to change it")
-        return self.request(GenerationConfig(prompt=text[:position], **options)), text
+        settings["script"] = whole.script  # the whole text's script ("auto" would read only the part before)
+        return self.request(GenerationConfig(prompt=text[:position], **options, script=whole.script)), text
 
     def _constrained_scores(self, dec: Decoder) -> tuple[torch.Tensor, int | None]:
         """Candidate 0's next-token scores (model log-probabilities plus every constraint's layer) and the
