@@ -217,3 +217,13 @@ def test_edits_keep_the_poems_script(poet):
     assert any(a["char"] != b["char"] for a, b in zip(alts, simplified))  # the same characters, each script's form
     edited = poet.replace(poem.text, 5, alts[1]["char"], form="七绝", seed=31)
     assert edited.script == "traditional" and edited.text[:6] == poem.text[:5] + alts[1]["char"]
+
+
+def test_the_command_line_takes_locked_lines(capsys):
+    from poetry_model.__main__ import main
+
+    assert main(["generate", "--form", "七绝", "--seed", "1", "--locked", "3=明月何时照我还", "--json",
+                 "--model", str(MODEL)]) == 0
+    assert '"明月何时照我还。"' in capsys.readouterr().out
+    assert main(["generate", "--form", "七绝", "--locked", "2=明月何时照我还", "--model", str(MODEL)]) == 2
+    assert "locked line 2: character 7 '还' is 平" in capsys.readouterr().err
