@@ -227,3 +227,12 @@ def test_the_command_line_takes_locked_lines(capsys):
     assert '"明月何时照我还。"' in capsys.readouterr().out
     assert main(["generate", "--form", "七绝", "--locked", "2=明月何时照我还", "--model", str(MODEL)]) == 2
     assert "locked line 2: character 7 '还' is 平" in capsys.readouterr().err
+
+
+def test_alternatives_apply_the_couplet_rule_as_the_decoder_does(poet):
+    poem = poet.generate(form="七律", seed=11)[0]
+    position = 3 * 8 + 2  # the 4th line answers the 3rd (对仗): its 3rd character
+    paired = poet.alternatives(poem.text, position, k=20, form="七律")
+    plain = poet.alternatives(poem.text, position, k=20, form="七律", parallelism="off")
+    assert not {a["char"] for a in paired} & set(poem.lines[2])  # no character of the line it answers
+    assert [a["char"] for a in paired] != [a["char"] for a in plain]  # drawn toward the opposite characters
