@@ -204,12 +204,15 @@ class LockedFormState(FormState):
             if mask is None:
                 mask = self._open_cache[self.groups] = _frozen(self.fm.group_mask(self.groups) | self.fm.ze)
             return mask
-        mask = super()._rhyme_mask()
-        if mask is None or self.line in self.locked or not self.reserved:
-            return mask
-        mask = mask.copy()
+        base = super()._rhyme_mask()
+        if base is None or self.line in self.locked or not self.reserved:
+            return base
+        mask = base.copy()
         mask[list(self.reserved)] = False
-        return _frozen(mask) if mask.any() else None
+        if not mask.any():
+            self._relax(f"第{self.line + 1}句韵脚：本韵字已用尽，允许用锁定句的韵字")
+            return base
+        return _frozen(mask)
 
 
 class MaskVectors:
