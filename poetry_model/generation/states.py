@@ -128,6 +128,7 @@ class LockedFormState(FormState):
         self.locked = locked
         self.reserved: set[int] = set()      # locked rhyme characters: no other line rhymes with them
         self._open_cache: dict[frozenset, np.ndarray] = {}
+        self._unreserved: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(rhyme mask) -> (it, it minus reserved)
         if tones:
             self._fit_templates(relax["tone"])
         if rhyme:
@@ -207,12 +208,15 @@ class LockedFormState(FormState):
         base = super()._rhyme_mask()
         if base is None or self.line in self.locked or not self.reserved:
             return base
-        mask = base.copy()
-        mask[list(self.reserved)] = False
-        if not mask.any():
+        hit = self._unreserved.get(id(base))  # the same base array step after step: one copy each
+        if hit is None or hit[0] is not base:
+            mask = base.copy()
+            mask[list(self.reserved)] = False
+            hit = self._unreserved[id(base)] = (base, _frozen(mask))
+        if not hit[1].any():
             self._relax(f"第{self.line + 1}句韵脚：本韵字已用尽，允许用锁定句的韵字")
             return base
-        return _frozen(mask)
+        return hit[1]
 
 
 class MaskVectors:
