@@ -11,7 +11,8 @@ Its torch import and model load also overlap the server's own start-up.
 
 Requests and answers are `multiprocessing.connection` messages (length-prefixed pickles) over
 the child's stdin and stdout (its own prints go to stderr); nothing is unpickled from a file or
-the network. Answers are the poems' JSON
+the network. A streamed request (`submit(..., on_line=f)`) also gets (id, None, {"lines": [...]})
+messages as its lines are decoded, before its answer. Answers are the poems' JSON
 dicts (built in the child, off the server's core) or the exception `generate` raised. A supervisor
 thread replaces the child whenever it dies, with a backoff; requests wait a bounded time for the
 new one (see `PoetWorker`). The child exits when its parent's pipe closes.
@@ -22,11 +23,13 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -68,12 +71,15 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _Held:
-    """A request waiting for a decoder: its arguments, its Future, when it stops waiting, tries so far."""
+    """A request waiting for a decoder: its arguments, its Future, when it stops waiting, tries so far,
+    and its line listener (streaming), if any."""
 
-    __slots__ = ("kwargs", "future", "deadline", "tries")
+    __slots__ = ("kwargs", "future", "deadline", "tries", "on_line", "method")
 
-    def __init__(self, kwargs: dict[str, Any], future: Future, deadline: float, tries: int = 0):
+    def __init__(self, kwargs: dict[str, Any], future: Future, deadline: float, tries: int = 0,
+                 on_line: Callable[[dict], Any] | None = None, method: str = "generate"):
         self.kwargs, self.future, self.deadline, self.tries = kwargs, future, deadline, tries
+        self.on_line, self.method = on_line, method
 
 
 class PoetWorker:
@@ -201,6 +207,9 @@ class PoetWorker:
                     self._dispatch(h)
             while True:
                 request_id, ok, payload = pipe.recv()
+                if ok is None:  # a line of a streamed request, not its answer
+                    self._line(request_id, payload)
+                    continue
                 with self._lock:
                     h = self._pending.pop(request_id, None)
                 if h is not None and not h.future.done():
@@ -211,6 +220,17 @@ class PoetWorker:
             log.error("unreadable message from the generator process (%s); replacing it", exc)
             self._proc.kill()
             return None
+
+    def _line(self, request_id: int, event: dict) -> None:
+        """Hand a streamed line to its request's listener (a listener's error is logged, never fatal)."""
+        with self._lock:
+            h = self._pending.get(request_id)
+        if h is None or h.on_line is None or h.future.done():
+            return
+        try:
+            h.on_line(event)
+        except Exception:  # noqa: BLE001 - the listener's bug must not stop the answers
+            log.exception("on_line callback failed")
 
     def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until a child has loaded the model; its info, or WorkerError saying why it failed."""
@@ -253,11 +273,26 @@ class PoetWorker:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, prompt: str = "", **kwargs: Any) -> Future:
+    def submit(self, prompt: str = "", *, on_line: Callable[[dict], Any] | None = None, **kwargs: Any) -> Future:
         """Queue one `generate` call; the Future gives a list of `Poem.to_dict()` (or the exception).
-        While no child is ready the request waits up to `hold_s` s for one."""
+        While no child is ready the request waits up to `hold_s` s for one.
+
+        `on_line` streams: it gets {"lines": candidate 0's finished lines} each time the child decodes
+        another line, from the thread that reads the child's messages (keep it quick), always before the
+        Future resolves; a request sent again after a child died may repeat lines already given."""
+        return self._submit("generate", {"prompt": prompt, **kwargs}, on_line)
+
+    def alternatives(self, text: str, position: int, k: int = 5, **settings: Any) -> list[dict[str, Any]]:
+        """`Poet.alternatives` in the child: [{"char", "prob"}, ...] (its ValueErrors raised here)."""
+        return self._submit("alternatives", {"text": text, "position": position, "k": k, **settings}).result()
+
+    def replace(self, text: str, position: int, char: str, **settings: Any) -> dict[str, Any]:
+        """`Poet.replace` in the child: the edited poem's `to_dict()`, with "edit": "kept" or "recontinued"."""
+        return self._submit("replace", {"text": text, "position": position, "char": char, **settings}).result()
+
+    def _submit(self, method: str, kwargs: dict[str, Any], on_line: Callable[[dict], Any] | None = None) -> Future:
         future: Future = Future()
-        held = _Held({"prompt": prompt, **kwargs}, future, time.monotonic() + self.hold_s)
+        held = _Held(kwargs, future, time.monotonic() + self.hold_s, on_line=on_line, method=method)
         with self._lock:
             if self._closing or self._state == "failed":
                 future.set_exception(WorkerError(self.info.get("error") or "the generator was closed"))
@@ -279,12 +314,23 @@ class PoetWorker:
             self._pending[request_id] = held
             to_child = self._to_child
         try:
-            _send(to_child, self._send_lock, (request_id, held.kwargs))
+            _send(to_child, self._send_lock, (request_id, held.method, held.kwargs, held.on_line is not None))
         except (OSError, ValueError):  # the child is gone: the supervisor re-sends what it had taken
             pass
 
     def generate(self, prompt: str = "", **kwargs: Any) -> list[dict[str, Any]]:
         return self.submit(prompt, **kwargs).result()
+
+    def stream(self, prompt: str = "", **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """`submit` as events: {"event": "line", "lines", "text"} as candidate 0's lines are decoded, then
+        {"event": "poems", "poems": the poems' dicts}; the request's error is raised by the iterator.
+        Blocking: an async server iterates it in a thread."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        future = self.submit(prompt, on_line=events.put, **kwargs)  # lines come before the answer
+        future.add_done_callback(lambda _: events.put(None))
+        while (event := events.get()) is not None:
+            yield {"event": "line", "lines": event["lines"], "text": "".join(event["lines"])}
+        yield {"event": "poems", "poems": future.result()}
 
     def _sweep(self) -> None:
         """Fail held requests whose wait is over with a message saying when to try again."""
@@ -351,24 +397,34 @@ def serve(inbox: Connection, outbox: Connection) -> int:
     _send(outbox, lock, ("ready", {"corpus": poet.corpus_index() is not None, "vocab_size": len(poet.vocab),
                                    "device": str(poet.device)}))
 
-    def answer(request_id: int, future: Future) -> None:
+    def answer(request_id: int, method: str, future: Future) -> None:
         try:
-            message = (request_id, True, [p.to_dict() for p in future.result()])
+            result = future.result()
+            payload = result.to_dict() if method == "replace" else \
+                result if method == "alternatives" else [p.to_dict() for p in result]
+            message = (request_id, True, payload)
         except Exception as exc:  # noqa: BLE001 - the request's own error, sent back to it
             message = (request_id, False, _portable(exc))
         _send(outbox, lock, message)
 
+    edits = ThreadPoolExecutor(1, thread_name_prefix="poet-edits")  # alternatives and replace, beside the batcher
     while True:
         try:
-            request_id, kwargs = inbox.recv()
+            request_id, method, kwargs, stream = inbox.recv()
         except (EOFError, OSError):
             return 0
+        on_line = (lambda event, i=request_id: _send(outbox, lock, (i, None, event))) if stream else None
         try:
-            future = batcher.submit(**kwargs)
+            if method == "generate":
+                future = batcher.submit(**kwargs, on_line=on_line)
+            elif method in ("alternatives", "replace"):
+                future = edits.submit(getattr(poet, method), **kwargs)
+            else:
+                raise ValueError(f"unknown request {method!r}")
         except Exception as exc:  # noqa: BLE001 - bad arguments are refused before decoding
             _send(outbox, lock, (request_id, False, _portable(exc)))
             continue
-        future.add_done_callback(lambda done, i=request_id: answer(i, done))
+        future.add_done_callback(lambda done, i=request_id, m=method: answer(i, m, done))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,25 @@ import itertools
 import logging
 import queue
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from typing import Any
 
 from .config import GenerationConfig
 from .engine import Decoder, Engine
 from .poet import Poem, Poet
 
 log = logging.getLogger(__name__)
+
+
+def _events(submit: Callable[[Callable[[dict], Any]], Future]) -> Iterator[dict[str, Any]]:
+    """A submitted request's line reports and then its answer, as an iterator of events."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    future = submit(events.put)  # lines are reported before the Future resolves
+    future.add_done_callback(lambda _: events.put(None))
+    while (event := events.get()) is not None:
+        yield {"event": "line", "lines": event["lines"], "text": "".join(event["lines"])}
+    yield {"event": "poems", "poems": future.result()}
 
 
 class Batcher:
@@ -23,7 +35,9 @@ class Batcher:
     Arguments, results and errors are those of `Poet.generate`, and so are the poems (a request's
     rows never depend on the others'). `submit` checks the arguments in the calling thread (bad
     ones raise there) and returns a Future of the ranked poems; `generate` waits for it.
-    `max_rows` caps the candidates decoded at once; more requests wait for room.
+    `max_rows` caps the candidates decoded at once; more requests wait for room. `submit(...,
+    on_line=f)` streams: f({"lines": [...]}) is called from the decoding thread each time the
+    request's candidate 0 finishes a line (keep it quick: every request waits for it).
 
     Fairness: waiting requests are admitted cheapest first (`Settings.cost`: candidates x
     characters; ties by arrival), and requests costing more than `light_cost` may fill only
@@ -40,15 +54,22 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="poet-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt: str = "", **kwargs) -> Future:
-        """Queue one `generate` call; the Future gives its poems (or its exception)."""
+    def submit(self, prompt: str = "", *, on_line: Callable[[dict], Any] | None = None, **kwargs) -> Future:
+        """Queue one `generate` call; the Future gives its poems (or its exception). `on_line`, if given,
+        gets {"lines": candidate 0's finished lines} from the decoding thread as each line is done."""
         dec = self.poet.request(GenerationConfig(prompt=prompt, **kwargs))  # bad input raises here
         dec.future = Future()
+        dec.on_line = on_line
         self._queue.put((dec.s.cost, next(self._arrival), dec))
         return dec.future
 
     def generate(self, prompt: str = "", **kwargs) -> list[Poem]:
         return self.submit(prompt, **kwargs).result()
+
+    def stream(self, prompt: str = "", **kwargs) -> Iterator[dict[str, Any]]:
+        """`Poet.stream` on the server path: {"event": "line", "lines", "text"} as candidate 0's lines are
+        decoded, then {"event": "poems", "poems"}; the request's error is raised by the iterator."""
+        return _events(lambda on_line: self.submit(prompt, on_line=on_line, **kwargs))
 
     def _admissible(self, engine: Engine, heavy_rows: int, cost: int, rows: int) -> bool:
         if not engine:
