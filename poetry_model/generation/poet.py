@@ -62,9 +62,10 @@ import torch
 from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
+from ..novelty import CORPUS_FILE, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
+from ..themes import ThemeIndex, ThemePlan
 from .config import GenerationConfig, Settings, validate
 from .engine import Decoder, Engine, Row
 from .states import MaskVectors, TokenClasses
@@ -108,6 +109,7 @@ class Poem:
     relaxations: list[str]
     settings: dict
     parallelism: list[float] | None = None  # each couplet's mean aligned PMI (lines 1-2, 3-4, …); forms only
+    theme: dict | None = None   # with a theme: {"theme", "source", "poems", "planned", "keywords", "used"}
     report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
 
     @cached_property
@@ -165,7 +167,8 @@ class Poet:
     every multi-threaded op waits for its slowest thread (measured 20x slower here)."""
 
     def __init__(self, model: PoetryLSTM, device: torch.device | str = "cpu", *, lines: LineIndex | None = None,
-                 corpus: str | Path | None = None, threads: int = 1, couplets: CoupletTable | None = None):
+                 corpus: str | Path | None = None, threads: int = 1, couplets: CoupletTable | None = None,
+                 themes: str | Path | None = None):
         if model.vocab is None:
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
@@ -182,6 +185,8 @@ class Poet:
         self.stepper = Stepper(self.model)
         self.couplets = couplets
         self._partners = None
+        self.themes, self._theme_index = themes, False  # corpus.npz to plan themes from; False: not read yet
+        self.takes_titles = bool(getattr(model.config, "takes_titles", False)) and self.vocab.title_end_id is not None
 
     def refresh(self) -> None:
         """Rebuild the decoding copies of the weights on next use: call after changing them in place."""
@@ -227,6 +232,32 @@ class Poet:
         if self.couplets is None or len(han) not in (4, 8) or len({len(x) for x in han}) != 1:
             return None
         return [round(self.couplets.score(han[k], han[k + 1]), 3) for k in range(0, len(han), 2)]
+
+    def theme_index(self) -> ThemeIndex | None:
+        """What themes are planned from: the `themes` corpus file (else the copy report's corpus.npz), read once."""
+        if self._theme_index is False:
+            with self._lazy:
+                if self._theme_index is False:
+                    self._theme_index = self._read_themes()
+        return self._theme_index
+
+    def _read_themes(self) -> ThemeIndex | None:
+        path = self.themes or (self.corpus_path if self.corpus_path and self.corpus_path.name == CORPUS_FILE else None)
+        if path is None:
+            return None
+        try:
+            return ThemeIndex.from_corpus_file(path)
+        except ValueError as error:  # a damaged optional file costs the plan, not the service
+            warnings.warn(f"themes without a plan: {error}", stacklevel=2)
+            return None
+
+    def theme_plan(self, theme: str, lines: int) -> ThemePlan:
+        """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
+        index = self.theme_index()
+        if index is None:
+            chars = tuple(dict.fromkeys(theme))
+            return ThemePlan(theme, "theme only (no corpus)", 0, chars, (1.0,) * len(chars), chars[:lines])
+        return index.plan(theme, lines)
 
     def form_masks(self):
         """The prosody engine's masks over this vocabulary (built once)."""
@@ -308,9 +339,11 @@ class Poet:
     def poems(self, request: Decoder) -> list[Poem]:
         """A decoded request's candidates as ranked poems; the reports of identical texts are made once."""
         s, settings, reports = request.s, request.s.to_dict(), {}
-        return self._ranked([self._poem(s, settings, i, row, reports) for i, row in enumerate(request.rows)])
+        return self._ranked([self._poem(s, settings, i, row, reports, request.plan)
+                             for i, row in enumerate(request.rows)])
 
-    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None) -> Poem:
+    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None,
+              plan: ThemePlan | None = None) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
         model_text = _finished_text(self.vocab.decode(row.tokens))
         known = reports.get(model_text) if reports is not None else None
@@ -332,7 +365,7 @@ class Poet:
                     form=s.form, script=s.script, seed=s.seed, candidate=i, rank=0,
                     relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=dict(settings),
                     parallelism=self.couplet_scores(split_with_punctuation(model_text)) if s.form != "free" else None,
-                    report=report)
+                    theme=plan.to_dict(model_text) if plan is not None else None, report=report)
 
     @staticmethod
     def _ranked(poems: list[Poem]) -> list[Poem]:
@@ -390,7 +423,7 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
     if corpus == MODEL_CORPUS:
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
-                couplets=_couplets(find_couplets(path_or_repo_id)))
+                couplets=_couplets(find_couplets(path_or_repo_id)), themes=find_corpus(path_or_repo_id))
 
 
 def _couplets(path: Path | None) -> CoupletTable | None:
