@@ -44,7 +44,14 @@ Score (higher is better), each part returned in `score_parts`:
            distribution (forced tokens such as heads and form punctuation are not counted);
   prosody  PROSODY_WEIGHT * (0.5 * rhymes + 0.5 * tone_score) from the prosody checker;
   novelty  -(COPIED_LINE_WEIGHT * lines equal to a corpus line
-             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN).
+             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN);
+  coherence  COHERENCE_WEIGHT * mean PMI of the character pairs across adjacent lines in real 绝句 and
+           律诗 (`themes.LinePairs`; 0 without the model folder's corpus);
+  parallelism  PARALLEL_WEIGHT * mean aligned PMI of the couplets written parallel (a 律诗's middle
+           couplets; 0 where none is);
+  theme    THEME_WEIGHT * share of the poem's characters that the theme's plan holds (0 without a theme).
+The weights were chosen by measurement (docs/quality.md, "Ranking"): the log-probability alone
+prefers bland, typical text; these parts prefer candidates that read like real poems.
 """
 from __future__ import annotations
 
@@ -65,8 +72,9 @@ from ..model import ModelLoadError, PoetryLSTM
 from ..novelty import CORPUS_FILE, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
-from ..themes import ThemeIndex, ThemePlan
+from ..themes import LinePairs, ThemeIndex, ThemePlan
 from .config import GenerationConfig, Settings, validate
+from .constraints import parallel_lines
 from .engine import Decoder, Engine, Row
 from .states import MaskVectors, TokenClasses
 from .stepper import Stepper
@@ -76,6 +84,7 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
+COHERENCE_WEIGHT, PARALLEL_WEIGHT, THEME_WEIGHT = 2.0, 1.0, 2.0
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -124,12 +133,14 @@ class Poem:
 _POEM_FIELDS = tuple(f.name for f in fields(Poem) if f.name != "report")
 
 
-def score_parts(mean_log_prob: float, report, copy: dict) -> dict[str, float]:
-    """The documented score: lm + prosody + novelty (see the module docstring)."""
+def score_parts(mean_log_prob: float, report, copy: dict, *, coherence: float = 0.0, parallelism: float = 0.0,
+                theme: float = 0.0) -> dict[str, float]:
+    """The documented score: lm + prosody + novelty + coherence + parallelism + theme (see the module docstring)."""
     prosody = PROSODY_WEIGHT * (0.5 * bool(report.rhymes) + 0.5 * float(report.tone_score)) if report else 0.0
     span = copy.get("longest_span_chars") or 0
     novelty = -(COPIED_LINE_WEIGHT * len(copy["copied_lines"]) + SPAN_WEIGHT * max(0, span - FREE_SPAN))
-    parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty}
+    parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty, "coherence": COHERENCE_WEIGHT * coherence,
+             "parallelism": PARALLEL_WEIGHT * parallelism, "theme": THEME_WEIGHT * theme}
     return {k: round(v, 4) + 0.0 for k, v in parts.items()}
 
 
@@ -186,6 +197,7 @@ class Poet:
         self.couplets = couplets
         self._partners = None
         self.themes, self._theme_index = themes, False  # corpus.npz to plan themes from; False: not read yet
+        self._line_pairs: LinePairs | None | bool = False
         self.takes_titles = bool(getattr(model.config, "takes_titles", False)) and self.vocab.title_end_id is not None
 
     def refresh(self) -> None:
@@ -250,6 +262,15 @@ class Poet:
         except ValueError as error:  # a damaged optional file costs the plan, not the service
             warnings.warn(f"themes without a plan: {error}", stacklevel=2)
             return None
+
+    def coherence(self, lines: list[str]) -> float:
+        """Mean adjacent-line PMI of a poem's lines (model script, no punctuation); 0 without a corpus."""
+        if self._line_pairs is False:
+            with self._lazy:
+                if self._line_pairs is False:
+                    index = self.theme_index()
+                    self._line_pairs = LinePairs(index.texts) if index is not None else None
+        return self._line_pairs.coherence(lines) if self._line_pairs is not None else 0.0
 
     def theme_plan(self, theme: str, lines: int) -> ThemePlan:
         """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
@@ -357,14 +378,19 @@ class Poet:
         text, report, copy = known
         copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
-        parts = score_parts(mean, report, copy)
+        model_lines = split_with_punctuation(model_text)
+        couplets = self.couplet_scores(model_lines) if s.form != "free" else None
+        parallel = sorted({k // 2 for k in parallel_lines(s)})
+        parts = score_parts(mean, report, copy, coherence=self.coherence([line[:-1] for line in model_lines]),
+                            parallelism=sum(couplets[k] for k in parallel) / len(parallel) if couplets and parallel
+                            else 0.0, theme=plan.share(model_text) if plan is not None else 0.0)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
                     sampled_tokens=row.sampled, copy=copy,
                     form=s.form, script=s.script, seed=s.seed, candidate=i, rank=0,
                     relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=dict(settings),
-                    parallelism=self.couplet_scores(split_with_punctuation(model_text)) if s.form != "free" else None,
+                    parallelism=couplets,
                     theme=plan.to_dict(model_text) if plan is not None else None, report=report)
 
     @staticmethod
