@@ -31,6 +31,7 @@ from .data import split_indices
 MIN_POEMS = 30          # fewer themed poems than this say too little: widen to title characters, then text
 MIN_COUNT = 5           # a character seen fewer times under the theme may be a fluke of a few poems
 MIN_LIFT = 2.0          # "typical": at least twice as frequent under the theme as in poems overall
+FULL_LIFT = 4.0         # a related character this much more frequent under the theme gets the full bias
 MAX_PLANNED = 48        # related characters kept (strongest first)
 # Opposites a theme's plan never holds both of, unless the theme itself names both: one season and
 # one time of day per poem (the Season and TimeOfDay constraints keep the same pairs apart).
@@ -125,8 +126,9 @@ class ThemeIndex:
         strength = counts[keep] * np.log(lift[keep])
         order = np.argsort(-strength, kind="stable")
         chars = [chr(int(c)) for c in points[keep][order]]
-        log_lift = np.log(lift[keep][order])
-        weights = log_lift / log_lift.max() if len(log_lift) else log_lift
+        # Weight: log-lift, full from FULL_LIFT on (half at MIN_LIFT), so that a theme whose own words have
+        # a huge lift (边, 塞) does not shrink the weight of everything else it is made of.
+        weights = np.minimum(1.0, np.log(lift[keep][order]) / math.log(FULL_LIFT))
         return list(zip(chars, weights.round(4).tolist())), source, len(found)
 
     def related(self, theme: str) -> tuple[list[tuple[str, float]], str, int]:
