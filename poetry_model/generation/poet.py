@@ -25,7 +25,12 @@ in this order:
   character doubling the one before it inside a line, is exempt with `dieci`), and a pair of
   characters never repeats (so the text cannot loop);
 * seasons: once a poem names 春/夏/秋/冬, the opposite season loses `season_strength` nats
-  (unless the prompt, acrostic or style names both);
+  (unless the prompt, acrostic, style or theme names both; a season the theme names counts from
+  the start); times of day likewise: dawn 晓晨曙 against night 夜宵 (`time_strength`);
+* theme (`theme`, `theme_strength`): the theme is planned from the corpus (`themes.py`: characters
+  typical of real poems under it, one keyword per line); those characters gain up to
+  `theme_strength` nats until used, and each line's keyword as much again until the line has it.
+  A model that takes titles also reads the theme as the title (`<START>` theme `<TITLE_END>`);
 * 对仗 (`parallelism`, `parallel_strength`): lines 4 and 6 of a 律诗 (and a 绝句's 2 and 4 with
   "on") lean toward the characters that stand opposite line 3/5's in real couplets (the model
   folder's `couplets.npz`) and share no character with it; each poem's `parallelism` lists its
@@ -84,7 +89,7 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
-COHERENCE_WEIGHT, PARALLEL_WEIGHT, THEME_WEIGHT = 2.0, 1.0, 2.0
+COHERENCE_WEIGHT, PARALLEL_WEIGHT, THEME_WEIGHT = 4.0, 1.0, 2.0
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -173,7 +178,9 @@ class Poet:
     """A ready generator: model and vocabulary on one device, plus the copy indexes.
 
     `lines` is the corpus-line hash index (for `avoid_copies`); `corpus` the tang.npz whose full
-    index gives the longest shared span and the nearest poem (loaded on first use). `threads`:
+    index gives the longest shared span and the nearest poem (loaded on first use); `themes` the
+    model folder's `corpus.npz` that themes are planned from and coherence is scored with (default:
+    `corpus` when it is one; without either, a theme plans only its own characters). `threads`:
     torch threads while generating; one-token steps are too small to share, and on a busy CPU
     every multi-threaded op waits for its slowest thread (measured 20x slower here)."""
 
@@ -305,8 +312,8 @@ class Poet:
 
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
-        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, style, num_candidates,
-        seed, max_length, script, avoid_copies.
+        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, time_strength, theme,
+        theme_strength, style, num_candidates, seed, max_length, script, avoid_copies.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
         self.decode([request])
