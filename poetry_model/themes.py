@@ -18,6 +18,7 @@ per process.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import unicodedata
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus_index import read_corpus
+from .corpus_index import cache_dir, read_corpus
 from .data import split_indices
+from .files import atomic_path
 
 MIN_POEMS = 30          # fewer themed poems than this say too little: widen to title characters, then text
 MIN_COUNT = 5           # a character seen fewer times under the theme may be a fluke of a few poems
@@ -188,24 +190,53 @@ class LinePairs:
     build); the rest count as unknown and are skipped."""
 
     COMMON = 2000
+    VERSION = 1
 
-    def __init__(self, texts: list[str]):
+    def __init__(self, points: np.ndarray, pmi: np.ndarray):
+        self.points, self.pmi = points, pmi
+
+    @classmethod
+    def for_corpus_file(cls, path: str | Path, texts: list[str] | None = None) -> LinePairs:
+        """The table of a model folder's `corpus.npz` (training split): from the user cache when built
+        before (keyed by the file's hash, like the copy index), else built from `texts` (read from the
+        file when not given) and cached there if writable."""
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
+        cache = cache_dir() / f"{digest}.linepairs.npz"
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if int(z["version"]) == cls.VERSION:
+                    return cls(z["points"], z["pmi"])
+        except (OSError, KeyError, ValueError):
+            pass
+        table = cls.learn(texts if texts is not None else ThemeIndex.from_corpus_file(path).texts)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                np.savez(tmp, version=np.int64(cls.VERSION), points=table.points, pmi=table.pmi)
+        except OSError:
+            pass  # no writable cache: the table still works, it is just rebuilt next time
+        return table
+
+    @classmethod
+    def learn(cls, texts: list[str]) -> LinePairs:
+        """The table of the 绝句 and 律诗 of exact shape among `texts`."""
         grids = [g for g in (_grid(texts, n, L) for n in (4, 8) for L in (5, 7)) if len(g)]
         points, counts = _counts(texts)
-        self.points = np.sort(points[np.argsort(-counts, kind="stable")[:self.COMMON]])
-        size = len(self.points) + 1
-        table = np.zeros(size * size, np.int64)
+        table = cls(np.sort(points[np.argsort(-counts, kind="stable")[:cls.COMMON]]), np.zeros((0, 0), np.float16))
+        size = len(table.points) + 1
+        pairs = np.zeros(size * size, np.int64)
         for g in grids:
-            ids = self.ids(g)
+            ids = table.ids(g)
             a = np.broadcast_to(ids[:, :-1, :, None], ids[:, :-1].shape + (ids.shape[2],))
             b = np.broadcast_to(ids[:, 1:, None, :], a.shape)
             keep = (a != b) & (a > 0) & (b > 0)  # a character repeated on the next line is repetition
-            table += np.bincount(a[keep] * size + b[keep], minlength=size * size)
-        table = table.reshape(size, size)
-        table = table + table.T  # unordered pairs
-        marginal = table.sum(axis=1).astype(np.float64)
+            pairs += np.bincount(a[keep] * size + b[keep], minlength=size * size)
+        pairs = pairs.reshape(size, size)
+        pairs = pairs + pairs.T  # unordered pairs
+        marginal = pairs.sum(axis=1).astype(np.float64)
         expected = np.outer(marginal, marginal) / max(marginal.sum(), 1.0)
-        self.pmi = np.log((table + 1.0) / (expected + 1.0)).astype(np.float16)  # 8 MB
+        table.pmi = np.log((pairs + 1.0) / (expected + 1.0)).astype(np.float16)  # 8 MB
+        return table
 
     def ids(self, cp: np.ndarray) -> np.ndarray:
         """Table ids of code points (0: not a common character)."""

@@ -260,8 +260,11 @@ class Poet:
                     self._theme_index = self._read_themes()
         return self._theme_index
 
+    def _themes_path(self) -> Path | None:
+        return self.themes or (self.corpus_path if self.corpus_path and self.corpus_path.name == CORPUS_FILE else None)
+
     def _read_themes(self) -> ThemeIndex | None:
-        path = self.themes or (self.corpus_path if self.corpus_path and self.corpus_path.name == CORPUS_FILE else None)
+        path = self._themes_path()
         if path is None:
             return None
         try:
@@ -275,9 +278,19 @@ class Poet:
         if self._line_pairs is False:
             with self._lazy:
                 if self._line_pairs is False:
-                    index = self.theme_index()
-                    self._line_pairs = LinePairs(index.texts) if index is not None else None
+                    self._line_pairs = self._read_line_pairs()
         return self._line_pairs.coherence(lines) if self._line_pairs is not None else 0.0
+
+    def _read_line_pairs(self) -> LinePairs | None:
+        path = self._themes_path()
+        if path is None:
+            return None
+        try:
+            index = self._theme_index or None  # texts already read for a theme, else read from the file if needed
+            return LinePairs.for_corpus_file(path, index.texts if index is not None else None)
+        except ValueError as error:
+            warnings.warn(f"coherence not scored: {error}", stacklevel=2)
+            return None
 
     def theme_plan(self, theme: str, lines: int) -> ThemePlan:
         """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
