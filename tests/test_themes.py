@@ -153,3 +153,12 @@ def test_coherence_prefers_real_poems_to_their_lines_shuffled(poet, held_out):
     assert real > np.mean([poet.coherence(p) for p in shuffled]) + 0.03
     ranked = poet.generate(form="七律", seed=3, num_candidates=3)
     assert all(p.score_parts["coherence"] != 0 and p.score_parts["parallelism"] > 0 for p in ranked)
+
+
+def test_model_folder_without_corpus_plans_the_theme_itself(poet):
+    from poetry_model.generation import Poet
+
+    bare = Poet(poet.model)  # no corpus.npz: nothing to plan from or score coherence with
+    [p] = bare.generate(theme="边塞", form="五绝", seed=1)
+    assert p.theme["planned"] == ["边", "塞"] and p.theme["source"].startswith("theme only")
+    assert p.report.form == "五绝" and p.score_parts["coherence"] == 0.0
