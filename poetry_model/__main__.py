@@ -2,6 +2,7 @@
 
     python -m poetry_model generate --acrostic 春夏秋冬 --form 七绝 --seed 7 -n 5
     python -m poetry_model generate 床前明月光 --form 五绝 --json
+    python -m poetry_model generate --theme 秋夜 --form 七律 -n 4
 """
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ def format_poem(poem) -> str:
     if poem.report is not None:
         out += ["  " + line for line in format_report(poem.report).splitlines()]
     out.append("  " + describe_copy(poem.copy))
+    if poem.theme:
+        t = poem.theme
+        out.append(f"  theme {t['theme']}: keywords {''.join(t['keywords'])}; planned {''.join(t['planned'][:16])}"
+                   f"{'…' if len(t['planned']) > 16 else ''}; used {''.join(t['used']) or 'none'}")
     out += [f"  ~ {note}" for note in poem.relaxations]
     return "\n".join(out)
 

@@ -194,6 +194,13 @@ def test_theme_profile_scores_themed_real_poems_higher(corpus):
     assert q.theme_halfway(0.3, average, 0.3) == pytest.approx(1.0)
 
 
+def test_theme_word_rare_in_titles_is_read_by_its_characters(corpus):
+    frontier = q.ThemeProfile("边塞", corpus.train_texts, corpus.train_titles)
+    assert frontier.parts == ("边", "塞") and frontier.num_themed > 100
+    assert frontier.matches("塞下曲") and not frontier.matches("秋夜")
+    assert q.ThemeProfile("秋夜", corpus.train_texts, corpus.train_titles).parts == ("秋夜",)
+
+
 # ---- CLI ------------------------------------------------------------------------------------------
 
 
@@ -214,11 +221,13 @@ def test_cli_end_to_end(full_npz, tmp_path, capsys):
     saved = json.loads((out / "quality.json").read_text())
     assert set(saved["forms"]) == {"五绝", "七律"}
     default = inspect.signature(Poet.generate).parameters["temperature"].default
-    assert saved["settings"]["temperature"] == default and saved["settings"]["theme_prompt"] == "月"
+    assert saved["settings"]["temperature"] == default and saved["settings"]["theme"] == "月"
+    assert saved["settings"]["theme_prompt"] is None
     for form, r in saved["forms"].items():
         assert r["n"] == 12
         poems = saved["generation"][form]["poems"]
-        assert len(poems) == 12 and all(q.has_shape(p, form) and p.startswith("月") for p in poems)
+        assert len(poems) == 12 and all(q.has_shape(p, form) for p in poems)
+        assert r["theme"]["generated"] > r["theme"]["average_real"]  # theme= moves the poems toward the theme
         assert 0.0 <= r["classifier"]["generated_vs_real"] <= 1.0
         assert set(r["verdicts"]) == set(q.TARGETS)
         assert r["theme"]["themed_real"] > r["theme"]["average_real"]
@@ -226,6 +235,17 @@ def test_cli_end_to_end(full_npz, tmp_path, capsys):
     assert saved["forms"]["五绝"]["generated"]["parallelism"] is None
     assert "### 七律" in (out / "quality.md").read_text() and "### 五绝" in capsys.readouterr().out
     assert report["forms"]["七律"]["n"] == 12
+
+
+def test_theme_prompt_baseline_and_candidates_reach_generate():
+    from poetry_model import load
+
+    poet = load()
+    cfg = q.parse_args(["--theme", "月", "--theme-prompt", "--num-poems", "10", "--num-candidates", "2"])
+    poems, record = q.generate_poems(poet, "五绝", q.QualityConfig(**{**cfg.__dict__, "num_poems": 2}))
+    assert all(p.startswith("月") for p in poems) and record["settings"]["num_candidates"] == 2
+    themed, record = q.generate_poems(poet, "五绝", q.QualityConfig(theme="月", num_poems=2, theme_strength=3.0))
+    assert record["settings"]["theme"] == "月" and record["settings"]["theme_strength"] == 3.0
 
 
 def test_generation_is_deterministic():

@@ -4,7 +4,9 @@
     python -m train.quality --num-poems 60 --out runs/quality
     python -m train.quality --temperature 1.0 --top-k 0      # decoding settings (top-k 0 = no limit;
                                                              # also --top-p, --repetition-penalty)
-    python -m train.quality --theme 月                       # the theme word goes in `prompt=`
+    python -m train.quality --theme 月                       # generate(theme="月"): planned and biased
+    python -m train.quality --theme 月 --theme-prompt        # baseline: the word as `prompt=` instead
+    python -m train.quality --num-candidates 4               # the best-ranked of 4 candidates per poem
 
 For each form (五绝, 七绝, 五律, 七律) it writes N poems with `Poet.generate` (seeds seed..seed+N-1)
 and takes N real poems of exactly that shape (4 or 8 lines of 5 or 7 characters, ，。 alternating)
@@ -62,7 +64,11 @@ class QualityConfig:
     parallelism: str | None = None
     parallel_strength: float | None = None
     season_strength: float | None = None
-    theme: str | None = None             # given as prompt= (generate has no theme argument)
+    time_strength: float | None = None
+    theme_strength: float | None = None
+    theme: str | None = None             # generate(theme=...), or prompt= with theme_prompt
+    theme_prompt: bool = False           # the old baseline: the theme word as the poem's first characters
+    num_candidates: int = 1              # candidates per poem; the best-ranked one is measured
     seed: int = 1000                     # generation seeds are seed, seed+1, ...; also picks real poems
     folds: int = 5                       # cross-validation folds of the classifier
     batch: int = 50                      # requests decoded together by generate_many
@@ -413,10 +419,16 @@ def classifier_accuracy(a: list[str], b: list[str], features: NgramFeatures, fol
 
 
 class ThemeProfile:
-    """Characters typical of real poems whose title contains the theme word (train split)."""
+    """Characters typical of real poems whose title contains the theme word (train split). A word in
+    fewer than `min_titles` train titles (边塞 heads one) is read as its characters: titles holding any
+    of them (塞下曲, 出塞, 边城)."""
 
-    def __init__(self, word: str, texts: list[str], titles: list[str], min_count: int = 5, lift: float = 2.0):
-        themed = [t for t, title in zip(texts, titles) if word in title]
+    def __init__(self, word: str, texts: list[str], titles: list[str], min_count: int = 5, lift: float = 2.0,
+                 min_titles: int = 20):
+        self.parts: tuple[str, ...] = (word,)
+        if sum(word in title for title in titles) < min_titles and len(word) > 1:
+            self.parts = tuple(dict.fromkeys(word))
+        themed = [t for t, title in zip(texts, titles) if self.matches(title)]
         all_counts = _char_counts(texts)
         themed_counts = _char_counts(themed)
         n_all, n_themed = sum(all_counts.values()), max(sum(themed_counts.values()), 1)
@@ -426,6 +438,10 @@ class ThemeProfile:
         self.num_themed = len(themed)
         self.chars = {c for c, k in themed_counts.items()
                       if k >= min_count and (k / n_themed) >= lift * (all_counts.get(c, 0) / n_all)}
+
+    def matches(self, title: str) -> bool:
+        """Is a poem with this title a themed one?"""
+        return any(part in title for part in self.parts)
 
     def score(self, poems: list[str], skip: int = 0) -> float:
         """Share of the poems' characters that are typical of the theme (the first `skip` characters of
@@ -535,7 +551,7 @@ def decoding_kwargs(cfg: QualityConfig) -> dict:
         kw["top_p"] = cfg.top_p
     if cfg.repetition_penalty is not None:
         kw["repetition_penalty"] = cfg.repetition_penalty
-    for name in ("dieci", "parallelism", "parallel_strength", "season_strength"):
+    for name in ("dieci", "parallelism", "parallel_strength", "season_strength", "time_strength", "theme_strength"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)
     return kw
@@ -544,9 +560,9 @@ def decoding_kwargs(cfg: QualityConfig) -> dict:
 def generate_poems(poet, form: str, cfg: QualityConfig) -> tuple[list[str], dict]:
     """N poems of the form, seeds cfg.seed.. ; returns the texts of the right shape and a record of
     the settings used and of the requests that failed or came out malformed."""
-    base = dict(form=form, num_candidates=1, **decoding_kwargs(cfg))
+    base = dict(form=form, num_candidates=cfg.num_candidates, **decoding_kwargs(cfg))
     if cfg.theme:
-        base["prompt"] = cfg.theme
+        base["prompt" if cfg.theme_prompt else "theme"] = cfg.theme
     requests = [dict(base, seed=cfg.seed + i) for i in range(cfg.num_poems)]
     texts, settings, failed, malformed = [], None, 0, 0
     for start in range(0, len(requests), cfg.batch):
@@ -557,7 +573,8 @@ def generate_poems(poet, form: str, cfg: QualityConfig) -> tuple[list[str], dict
             poem = result[0]
             settings = settings or {k: poem.settings[k] for k in ("temperature", "top_k", "top_p",
                                                                   "repetition_penalty", "dieci", "parallelism",
-                                                                  "parallel_strength", "season_strength", "rhyme", "tones",
+                                                                  "parallel_strength", "season_strength", "time_strength",
+                                                                  "theme", "theme_strength", "num_candidates", "rhyme", "tones",
                                                                   "avoid_copies") if k in poem.settings}
             if has_shape(poem.text, form):
                 texts.append(poem.text)
@@ -609,8 +626,8 @@ def evaluate_form(form: str, generated: list[str], corpus: Corpus, cfg: QualityC
         "real_vs_real": classifier_accuracy(real[:half], real[half:], corpus.features, cfg.folds, cfg.seed)}
     if theme is not None:
         average = theme.score(real)
-        themed_real = theme.score([t for t, title in zip(corpus.val_texts, corpus.val_titles) if theme.word in title])
-        generated_score = theme.score(gen, skip=len(theme.word))
+        themed_real = theme.score([t for t, title in zip(corpus.val_texts, corpus.val_titles) if theme.matches(title)])
+        generated_score = theme.score(gen, skip=len(theme.word) if cfg.theme_prompt else 0)
         result["theme"] = {"generated": generated_score, "average_real": average, "themed_real": themed_real,
                            "halfway": theme_halfway(generated_score, average, themed_real)}
     result["relative"] = relative(result)
@@ -744,7 +761,8 @@ def run(cfg: QualityConfig) -> dict:
         t = time.time()
         texts, record = generate_poems(poet, form, cfg)
         report["generation"][form] = record
-        report["settings"] = report["settings"] or dict(record["settings"] or {}, theme_prompt=cfg.theme)
+        report["settings"] = report["settings"] or dict(record["settings"] or {},
+                                                        theme_prompt=cfg.theme if cfg.theme_prompt else None)
         if not texts:
             report["forms"][form] = {"error": f"no well-formed poem generated ({record})"}
             continue
@@ -784,7 +802,12 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
     p.add_argument("--parallelism", default=None, choices=["auto", "on", "off"], help="default: generate's default")
     p.add_argument("--parallel-strength", type=float, default=None, help="default: generate's default")
     p.add_argument("--season-strength", type=float, default=None, help="default: generate's default")
-    p.add_argument("--theme", default=None, help="theme word, passed as prompt= (the poem starts with it)")
+    p.add_argument("--time-strength", type=float, default=None, help="default: generate's default")
+    p.add_argument("--theme", default=None, help="theme word, passed as theme= (see --theme-prompt)")
+    p.add_argument("--theme-prompt", action="store_true", help="baseline: pass the theme word as prompt= instead")
+    p.add_argument("--theme-strength", type=float, default=None, help="default: generate's default")
+    p.add_argument("--num-candidates", type=int, default=d.num_candidates,
+                   help="candidates per poem, the best-ranked measured (default 1)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--folds", type=int, default=d.folds)
     p.add_argument("--out", default=None, help="folder for quality.json and quality.md")
@@ -795,7 +818,9 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
                          temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                          repetition_penalty=a.repetition_penalty, dieci=a.dieci, parallelism=a.parallelism,
                          parallel_strength=a.parallel_strength,
-                         season_strength=a.season_strength, theme=a.theme,
+                         season_strength=a.season_strength, time_strength=a.time_strength,
+                         theme_strength=a.theme_strength, theme=a.theme, theme_prompt=a.theme_prompt,
+                         num_candidates=a.num_candidates,
                          seed=a.seed, folds=a.folds, out=a.out)
 
 

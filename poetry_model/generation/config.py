@@ -24,11 +24,11 @@ FORM_ALIASES = {"自由": "free", "五絕": "五绝", "七絕": "七绝", "wujue
                 "qilv": "七律", "wuyan": "五言", "qiyan": "七言"}
 OUTPUT_SCRIPTS = ("auto", *SCRIPTS)
 
-MAX_PROMPT, MAX_ACROSTIC, MAX_STYLE = 100, 16, 64
+MAX_PROMPT, MAX_ACROSTIC, MAX_STYLE, MAX_THEME = 100, 16, 64, 16  # a theme is a title: titles are cut at 16
 MAX_CANDIDATES, MAX_LENGTH, DEFAULT_MAX_LENGTH = 64, 512, 124
 MAX_TEMPERATURE, MAX_REPETITION_PENALTY = 10.0, 10.0
 MAX_SEED = 2**63 - 1
-MAX_PARALLEL = MAX_SEASON = 10.0
+MAX_PARALLEL = MAX_SEASON = MAX_THEME_STRENGTH = 10.0
 PARALLELISM = ("auto", "on", "off")
 LOCKED_PREFIXES = 8     # candidates decoded at least when generated lines come before a locked line (ranked by fit)
 
@@ -103,6 +103,15 @@ class GenerationConfig:
     season_strength: float = option(3.0, "once a poem names a season (春夏秋冬), nats taken from the opposite one "
                                          "unless the prompt, acrostic or style names both (0 = off, 10 = banned)",
                                     lo=0, hi=MAX_SEASON)
+    time_strength: float = option(3.0, "once a poem names dawn (晓晨曙) or night (夜宵), nats taken from the other "
+                                       "unless the prompt, acrostic, style or theme names both (0 = off)",
+                                  lo=0, hi=MAX_SEASON)
+    theme: str = option("", "keywords or a title (秋夜, 送友人, 边塞, 月): characters related to it in the corpus, "
+                            "one planned keyword per line, lean the poem toward it; a model that takes titles also "
+                            "reads it as the title", limit=MAX_THEME)
+    theme_strength: float = option(1.5, "theme bias: nats toward the theme's related characters (times how typical "
+                                        "each is) and toward each line's keyword until used (0 = planned, no bias)",
+                                   lo=0, hi=MAX_THEME_STRENGTH)
     style: str = option("", "text fed to the model first to set the mood, never printed", limit=MAX_STYLE)
     num_candidates: int = option(1, "poems written, ranked best first (identical ones merged)",
                                  lo=1, hi=MAX_CANDIDATES, flags=("-n", "--num-candidates"))
@@ -164,6 +173,9 @@ class Settings:
     parallelism: str
     parallel_strength: float
     season_strength: float
+    time_strength: float
+    theme: str              # Han characters only, in the model's script ("" = none)
+    theme_strength: float
     style: str
     num_candidates: int
     seed: int
@@ -189,7 +201,8 @@ class Settings:
     @property
     def cost(self) -> int:
         """Characters this request decodes (see `request_cost`): what a scheduler orders and caps by."""
-        return request_cost(self.rows, len(self.style), poem_length(self.form, self.max_length))
+        context = len(self.style) + (len(self.theme) + 1 if self.theme else 0)  # a title ends with <TITLE_END>
+        return request_cost(self.rows, context, poem_length(self.form, self.max_length))
 
     def to_dict(self) -> dict[str, Any]:
         """All fields (= asdict: all values immutable); locked and relax_locked only when used."""
@@ -371,10 +384,13 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
     if c.script not in OUTPUT_SCRIPTS:
         raise _fail("script", c.script, f"one of {', '.join(OUTPUT_SCRIPTS)}")
     locked_text = "".join(v for v in c.locked.values() if isinstance(v, str)) if isinstance(c.locked, dict) else ""
-    out_script = c.script if c.script != "auto" else script_of(prompt + heads + style + locked_text) or vocab.script
+    theme = clean_acrostic(_text("theme", c.theme, MAX_THEME))  # keywords may come with separators: 秋夜，月
+    if c.theme.strip() and not theme:
+        raise ValueError(f"theme {c.theme!r} has no characters once punctuation and spaces are removed")
+    out_script = c.script if c.script != "auto" else script_of(prompt + heads + style + theme + locked_text) or vocab.script
     # Texts become the model's script; unknown characters raise with the list of them.
-    prompt, heads, style = (vocab.decode(vocab.encode(t, name)) for t, name in
-                            ((prompt, "prompt"), (heads, "acrostic"), (style, "style")))
+    prompt, heads, style, theme = (vocab.decode(vocab.encode(t, name)) for t, name in
+                                   ((prompt, "prompt"), (heads, "acrostic"), (style, "style"), (theme, "theme")))
     name, lines = _resolve_form(c.form, len(heads))
     _check_heads_in_prompt(prompt, heads)
     max_length = _in_range("max_length", c.max_length, is_int=True)
@@ -391,7 +407,9 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         parallelism=_choice("parallelism", c.parallelism, PARALLELISM),
         parallel_strength=_in_range("parallel_strength", c.parallel_strength),
         season_strength=_in_range("season_strength", c.season_strength),
-        style=style, num_candidates=_in_range("num_candidates", c.num_candidates, is_int=True),
+        time_strength=_in_range("time_strength", c.time_strength), theme=theme,
+        theme_strength=_in_range("theme_strength", c.theme_strength), style=style,
+        num_candidates=_in_range("num_candidates", c.num_candidates, is_int=True),
         seed=secrets.randbelow(2**31) if c.seed is None else _in_range("seed", c.seed, is_int=True),
         max_length=max_length, script=out_script, avoid_copies=check_flag("avoid_copies", c.avoid_copies),
         locked=_check_locked(vocab, c.locked, name, lines, prompt, heads),

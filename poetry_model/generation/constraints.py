@@ -229,17 +229,29 @@ SEASON_OPPOSITES = {"春": "秋", "秋": "春", "夏": "冬", "冬": "夏"}
 
 class Season(Constraint):
     """Once a poem names a season (春 夏 秋 冬, the prompt included), the opposite one is lowered by
-    `strength` nats (10: in effect banned), unless the request's own text (prompt, acrostic, style)
-    names both of the pair. Acrostic heads are forced and never lowered."""
+    `strength` nats (10: in effect banned), unless the request's own text (prompt, acrostic, style,
+    theme) names both of the pair. A season the theme names counts as named from the start (秋夜:
+    no 春). Acrostic heads are forced and never lowered."""
 
     name = "season"
+    groups: tuple[tuple[str, str], ...] = (("春", "秋"), ("夏", "冬"))  # opposite sides, any character of each
 
-    def __init__(self, rows: int, vocab_size: int, strength: float, index: dict[str, int], asked: str):
-        self.opposite = {index[a]: index[b] for a, b in SEASON_OPPOSITES.items()
-                         if a in index and b in index and not (a in asked and b in asked)}
+    def __init__(self, rows: int, vocab_size: int, strength: float, index: dict[str, int], asked: str,
+                 theme: str = ""):
+        self.opposite: dict[int, list[int]] = {}
+        for a, b in self.groups:
+            if any(c in asked for c in a) and any(c in asked for c in b):
+                continue  # the request asks for both: a poem of spring and autumn
+            for side, other in ((a, b), (b, a)):
+                for c in side:
+                    if c in index:
+                        self.opposite[index[c]] = [index[o] for o in other if o in index]
         self.strength = np.float32(strength)
         self.nats = np.zeros((rows, vocab_size), np.float32)
         self.named = [False] * rows
+        for c in theme:
+            for i in range(rows):
+                self.advance(i, None, index.get(c, -1))
 
     def layer(self, i: int, row: Row) -> np.ndarray | None:
         return self.nats[i] if self.named[i] else None
@@ -249,6 +261,51 @@ class Season(Constraint):
         if opposite is not None:
             self.nats[i, opposite] = -self.strength
             self.named[i] = True
+
+
+class TimeOfDay(Season):
+    """Once a poem names dawn (晓 晨 曙) or deep night (夜 宵), the other is lowered by `strength` nats, as
+    Season does for seasons. 朝 and 暮 are free: 朝…暮 is how a poem says a day passes."""
+
+    name = "time of day"
+    groups = (("晓晨曙", "夜宵"),)
+
+
+class Theme(Constraint):
+    """A theme's plan (`themes.ThemePlan`): every related character gains `strength` x its weight (0..1]
+    nats until the poem has used it (a second use would fight the repetition penalty), and the line's
+    planned keyword gains `strength` more until the line has used it. Soft: a bias, never a ban, so
+    form, rhyme and tones are untouched."""
+
+    name = "theme"
+
+    def __init__(self, rows: int, vocab_size: int, plan, strength: float, index: dict[str, int],
+                 classes: TokenClasses):
+        base = np.zeros(vocab_size, np.float32)
+        for c, w in zip(plan.chars, plan.weights):
+            if c in index:
+                base[index[c]] = np.float32(strength * w)
+        self.nats = np.repeat(base[None], rows, axis=0)
+        self.keywords = [index.get(c) for c in plan.keywords]
+        self.strength, self.tc = np.float32(strength), classes
+        self.used = [False] * rows   # the current line's keyword is written
+
+    def layer(self, i: int, row: Row) -> np.ndarray:
+        k = row.lines_done
+        keyword = self.keywords[k] if k < len(self.keywords) else None
+        if keyword is None or self.used[i]:
+            return self.nats[i]
+        vec = self.nats[i].copy()
+        vec[keyword] += self.strength
+        return vec
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        if self.tc.line_end[tok]:
+            self.used[i] = False
+            return
+        if row.lines_done < len(self.keywords) and tok == self.keywords[row.lines_done]:
+            self.used[i] = True
+        self.nats[i, tok] = 0.0
 
 
 class CopyGuard(Constraint):
@@ -292,8 +349,9 @@ def locked_ids(s: Settings, index: dict[str, int]) -> dict[int, list[int]]:
 
 
 def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: TokenClasses, tokens: list[str],
-                      index: dict[str, int], lines=None, partners=None) -> list[Constraint]:
-    """The constraints of one request, in the order they apply (forced tokens: first one wins)."""
+                      index: dict[str, int], lines=None, partners=None, plan=None) -> list[Constraint]:
+    """The constraints of one request, in the order they apply (forced tokens: first one wins);
+    `plan` is the theme's ThemePlan when the request has a theme."""
     out: list[Constraint] = [Structure(vectors), Acrostic([index[h] for h in s.acrostic])]
     if s.locked:
         out.append(Locked(locked_ids(s, index)))
@@ -303,7 +361,13 @@ def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: 
         out.append(Tone(vectors, s.tone_strength))
     out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))
     if s.season_strength > 0:
-        out.append(Season(rows, len(tokens), s.season_strength, index, s.prompt + s.acrostic + s.style))
+        out.append(Season(rows, len(tokens), s.season_strength, index, s.prompt + s.acrostic + s.style + s.theme,
+                          s.theme))
+    if s.time_strength > 0:
+        out.append(TimeOfDay(rows, len(tokens), s.time_strength, index, s.prompt + s.acrostic + s.style + s.theme,
+                             s.theme))
+    if plan is not None and s.theme_strength > 0:
+        out.append(Theme(rows, len(tokens), plan, s.theme_strength, index, classes))
     second_lines = parallel_lines(s)
     if second_lines and s.parallel_strength > 0 and partners is not None:
         out.append(Parallelism(rows, len(tokens), partners, second_lines, s.parallel_strength, classes))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..data import title_context
 from ..prosody import FORMS as FORM_LINES
 from ..prosody import TEMPLATE_NAMES, StepMasks
 from ..text import LINE_ENDS, split_with_punctuation, to_script
@@ -66,10 +67,12 @@ class Decoder:
         self.tc = poet.token_classes
         self.vectors = poet.mask_vectors
         self.rows = [Row(self._state(poet)) for _ in range(s.rows)]
+        self.plan = poet.theme_plan(s.theme, s.lines or 8) if s.theme else None  # themes.ThemePlan
         self.constraints = build_constraints(
             s, s.rows, vectors=self.vectors, classes=self.tc, tokens=self.vocab.tokens,
             index=self.vocab.index, lines=poet.line_index() if s.avoid_copies else None,
-            partners=poet.couplet_partners() if parallel_lines(s) and s.parallel_strength > 0 else None)
+            partners=poet.couplet_partners() if parallel_lines(s) and s.parallel_strength > 0 else None,
+            plan=self.plan)
         cs = self.constraints
         self._forcing = [c for c in cs if _overrides(c, "forced")]
         self._cached = [c for c in cs if c.cached]
@@ -81,7 +84,9 @@ class Decoder:
         self.generator = torch.Generator(device=poet.device).manual_seed(s.seed)
         self.sampling = (s.temperature, s.top_k, s.top_p)
         prompt_ids = self.vocab.encode(s.prompt)
-        context = [self.vocab.start_id] + self.vocab.encode(s.style)
+        # A model trained on titles reads the theme as the poem's title: <START> theme <TITLE_END>.
+        context = title_context(self.vocab, s.theme) if s.theme and poet.takes_titles else [self.vocab.start_id]
+        context += self.vocab.encode(s.style)
         if s.style and s.style[-1] not in LINE_ENDS:
             context.append(self.vocab.index["。"])  # the style reads as a finished sentence before the poem
         self.head = context  # what the model reads before the poem (the rows' tokens follow it)

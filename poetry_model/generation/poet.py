@@ -25,7 +25,12 @@ in this order:
   character doubling the one before it inside a line, is exempt with `dieci`), and a pair of
   characters never repeats (so the text cannot loop);
 * seasons: once a poem names 春/夏/秋/冬, the opposite season loses `season_strength` nats
-  (unless the prompt, acrostic or style names both);
+  (unless the prompt, acrostic, style or theme names both; a season the theme names counts from
+  the start); times of day likewise: dawn 晓晨曙 against night 夜宵 (`time_strength`);
+* theme (`theme`, `theme_strength`): the theme is planned from the corpus (`themes.py`: characters
+  typical of real poems under it, one keyword per line); those characters gain up to
+  `theme_strength` nats until used, and each line's keyword as much again until the line has it.
+  A model that takes titles also reads the theme as the title (`<START>` theme `<TITLE_END>`);
 * 对仗 (`parallelism`, `parallel_strength`): lines 4 and 6 of a 律诗 (and a 绝句's 2 and 4 with
   "on") lean toward the characters that stand opposite line 3/5's in real couplets (the model
   folder's `couplets.npz`) and share no character with it; each poem's `parallelism` lists its
@@ -55,8 +60,15 @@ Score (higher is better), each part returned in `score_parts`:
   prosody  PROSODY_WEIGHT * (0.5 * rhymes + 0.5 * tone_score) from the prosody checker;
   novelty  -(COPIED_LINE_WEIGHT * lines equal to a corpus line
              + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN);
+  coherence  COHERENCE_WEIGHT * mean PMI of the character pairs across adjacent lines in real 绝句 and
+           律诗 (`themes.LinePairs`; 0 without the model folder's corpus);
+  parallelism  PARALLEL_WEIGHT * mean aligned PMI of the couplets written parallel (a 律诗's middle
+           couplets; 0 where none is);
+  theme    THEME_WEIGHT * share of the poem's characters that the theme's plan holds (0 without a theme);
   locked_fit  (only when a written line comes before a locked one) LOCKED_FIT_WEIGHT * the mean
            log-probability of the locked lines' characters after the first written line.
+The weights were chosen by measurement (docs/quality.md, "Ranking"): the log-probability alone
+prefers bland, typical text; these parts prefer candidates that read like real poems.
 
 Writing with the poet: `stream` yields candidate 0's lines as they are decoded, then the poems;
 `alternatives(text, position, k)` lists the most probable characters that keep every rule at one
@@ -82,12 +94,14 @@ import torch
 from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
+from ..novelty import CORPUS_FILE, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
 from ..prosody import FORMS as FORM_LINES
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
+from ..themes import LinePairs, ThemeIndex, ThemePlan
 from ..vocab import UnknownCharactersError
 from .config import GenerationConfig, Settings, validate
+from .constraints import parallel_lines
 from .engine import Decoder, Engine, Row
 from .states import MaskVectors, TokenClasses
 from .stepper import Stepper
@@ -97,6 +111,7 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
+COHERENCE_WEIGHT, PARALLEL_WEIGHT, THEME_WEIGHT = 4.0, 1.0, 2.0
 LOCKED_FIT_WEIGHT = 1.0
 MAX_ALTERNATIVES = 50   # Poet.alternatives: at most this many characters per position
 
@@ -132,6 +147,7 @@ class Poem:
     relaxations: list[str]
     settings: dict
     parallelism: list[float] | None = None  # each couplet's mean aligned PMI (lines 1-2, 3-4, …); forms only
+    theme: dict | None = None   # with a theme: {"theme", "source", "poems", "planned", "keywords", "used"}
     edit: str | None = None     # Poet.replace: "kept" (the edit fits, the rest unchanged) or "recontinued"
     report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
 
@@ -151,12 +167,15 @@ class Poem:
 _POEM_FIELDS = tuple(f.name for f in fields(Poem) if f.name != "report")
 
 
-def score_parts(mean_log_prob: float, report, copy: dict, locked_fit: float | None = None) -> dict[str, float]:
-    """The documented score: lm + prosody + novelty (+ locked_fit; see the module docstring)."""
+def score_parts(mean_log_prob: float, report, copy: dict, *, coherence: float = 0.0, parallelism: float = 0.0,
+                theme: float = 0.0, locked_fit: float | None = None) -> dict[str, float]:
+    """The documented score: lm + prosody + novelty + coherence + parallelism + theme (+ locked_fit; see the
+    module docstring)."""
     prosody = PROSODY_WEIGHT * (0.5 * bool(report.rhymes) + 0.5 * float(report.tone_score)) if report else 0.0
     span = copy.get("longest_span_chars") or 0
     novelty = -(COPIED_LINE_WEIGHT * len(copy["copied_lines"]) + SPAN_WEIGHT * max(0, span - FREE_SPAN))
-    parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty}
+    parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty, "coherence": COHERENCE_WEIGHT * coherence,
+             "parallelism": PARALLEL_WEIGHT * parallelism, "theme": THEME_WEIGHT * theme}
     if locked_fit is not None:
         parts["locked_fit"] = LOCKED_FIT_WEIGHT * locked_fit
     return {k: round(v, 4) + 0.0 for k, v in parts.items()}
@@ -191,12 +210,15 @@ class Poet:
     """A ready generator: model and vocabulary on one device, plus the copy indexes.
 
     `lines` is the corpus-line hash index (for `avoid_copies`); `corpus` the tang.npz whose full
-    index gives the longest shared span and the nearest poem (loaded on first use). `threads`:
+    index gives the longest shared span and the nearest poem (loaded on first use); `themes` the
+    model folder's `corpus.npz` that themes are planned from and coherence is scored with (default:
+    `corpus` when it is one; without either, a theme plans only its own characters). `threads`:
     torch threads while generating; one-token steps are too small to share, and on a busy CPU
     every multi-threaded op waits for its slowest thread (measured 20x slower here)."""
 
     def __init__(self, model: PoetryLSTM, device: torch.device | str = "cpu", *, lines: LineIndex | None = None,
-                 corpus: str | Path | None = None, threads: int = 1, couplets: CoupletTable | None = None):
+                 corpus: str | Path | None = None, threads: int = 1, couplets: CoupletTable | None = None,
+                 themes: str | Path | None = None):
         if model.vocab is None:
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
@@ -213,6 +235,9 @@ class Poet:
         self.stepper = Stepper(self.model)
         self.couplets = couplets
         self._partners = None
+        self.themes, self._theme_index = themes, False  # corpus.npz to plan themes from; False: not read yet
+        self._line_pairs: LinePairs | None | bool = False
+        self.takes_titles = bool(getattr(model.config, "takes_titles", False)) and self.vocab.title_end_id is not None
 
     def refresh(self) -> None:
         """Rebuild the decoding copies of the weights on next use: call after changing them in place."""
@@ -259,6 +284,54 @@ class Poet:
             return None
         return [round(self.couplets.score(han[k], han[k + 1]), 3) for k in range(0, len(han), 2)]
 
+    def theme_index(self) -> ThemeIndex | None:
+        """What themes are planned from: the `themes` corpus file (else the copy report's corpus.npz), read once."""
+        if self._theme_index is False:
+            with self._lazy:
+                if self._theme_index is False:
+                    self._theme_index = self._read_themes()
+        return self._theme_index
+
+    def _themes_path(self) -> Path | None:
+        return self.themes or (self.corpus_path if self.corpus_path and self.corpus_path.name == CORPUS_FILE else None)
+
+    def _read_themes(self) -> ThemeIndex | None:
+        path = self._themes_path()
+        if path is None:
+            return None
+        try:
+            return ThemeIndex.from_corpus_file(path)
+        except ValueError as error:  # a damaged optional file costs the plan, not the service
+            warnings.warn(f"themes without a plan: {error}", stacklevel=2)
+            return None
+
+    def coherence(self, lines: list[str]) -> float:
+        """Mean adjacent-line PMI of a poem's lines (model script, no punctuation); 0 without a corpus."""
+        if self._line_pairs is False:
+            with self._lazy:
+                if self._line_pairs is False:
+                    self._line_pairs = self._read_line_pairs()
+        return self._line_pairs.coherence(lines) if self._line_pairs is not None else 0.0
+
+    def _read_line_pairs(self) -> LinePairs | None:
+        path = self._themes_path()
+        if path is None:
+            return None
+        try:
+            index = self._theme_index or None  # texts already read for a theme, else read from the file if needed
+            return LinePairs.for_corpus_file(path, index.texts if index is not None else None)
+        except ValueError as error:
+            warnings.warn(f"coherence not scored: {error}", stacklevel=2)
+            return None
+
+    def theme_plan(self, theme: str, lines: int) -> ThemePlan:
+        """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
+        index = self.theme_index()
+        if index is None:
+            chars = tuple(dict.fromkeys(theme))
+            return ThemePlan(theme, "theme only (no corpus)", 0, chars, (1.0,) * len(chars), chars[:lines])
+        return index.plan(theme, lines)
+
     def form_masks(self):
         """The prosody engine's masks over this vocabulary (built once)."""
         if self._form_masks is None:
@@ -284,8 +357,8 @@ class Poet:
 
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
-        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, style, num_candidates,
-        seed, max_length, script, avoid_copies, locked, relax_locked.
+        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, time_strength, theme,
+        theme_strength, style, num_candidates, seed, max_length, script, avoid_copies, locked, relax_locked.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
         self.decode([request])
@@ -501,7 +574,7 @@ class Poet:
         identical texts are made once."""
         s, settings, reports = request.s, request.s.to_dict(), {}
         fits = self.locked_fit(request) if s.generated_before_locked else [None] * len(request.rows)
-        poems = [self._poem(s, settings, i, row, reports, fits[i]) for i, row in enumerate(request.rows)]
+        poems = [self._poem(s, settings, i, row, reports, request.plan, fits[i]) for i, row in enumerate(request.rows)]
         return self._ranked(poems)[:s.num_candidates]
 
     @torch.inference_mode()
@@ -530,7 +603,7 @@ class Poet:
         return out
 
     def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None,
-              locked_fit: float | None = None) -> Poem:
+              plan: ThemePlan | None = None, locked_fit: float | None = None) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
         model_text = _finished_text(self.vocab.decode(row.tokens))
         known = reports.get(model_text) if reports is not None else None
@@ -544,15 +617,21 @@ class Poet:
         text, report, copy = known
         copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
-        parts = score_parts(mean, report, copy, locked_fit)
+        model_lines = split_with_punctuation(model_text)
+        couplets = self.couplet_scores(model_lines) if s.form != "free" else None
+        parallel = sorted({k // 2 for k in parallel_lines(s)})
+        parts = score_parts(mean, report, copy, coherence=self.coherence([line[:-1] for line in model_lines]),
+                            parallelism=sum(couplets[k] for k in parallel) / len(parallel) if couplets and parallel
+                            else 0.0, theme=plan.share(model_text) if plan is not None else 0.0,
+                            locked_fit=locked_fit)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
                     sampled_tokens=row.sampled, copy=copy,
                     form=s.form, script=s.script, seed=s.seed, candidate=i, rank=0,
                     relaxations=list(getattr(row.state, "relaxations", [])) + row.notes, settings=dict(settings),
-                    parallelism=self.couplet_scores(split_with_punctuation(model_text)) if s.form != "free" else None,
-                    report=report)
+                    parallelism=couplets,
+                    theme=plan.to_dict(model_text) if plan is not None else None, report=report)
 
     @staticmethod
     def _ranked(poems: list[Poem]) -> list[Poem]:
@@ -610,7 +689,7 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
     if corpus == MODEL_CORPUS:
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
-                couplets=_couplets(find_couplets(path_or_repo_id)))
+                couplets=_couplets(find_couplets(path_or_repo_id)), themes=find_corpus(path_or_repo_id))
 
 
 def _check_k(k: Any) -> int:
