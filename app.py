@@ -22,9 +22,11 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no calls home
 # Gradio's queue rebuilds a pandas summary of up to 10,000 past events after every event (for its
@@ -142,6 +144,25 @@ EXAMPLES = [  # prompt, acrostic, form, style, seed
     ["", "", "七律", "", 2024],
 ]
 
+CARD_PARAMS = ("text", "title", "form", "tone_marks")
+CARD_DIR = Path(tempfile.gettempdir()) / "poem-cards"  # this app's PNGs, before gradio copies them to its cache
+CARDS_KEPT = 200                                       # older ones are deleted
+CARD_DOC = ("A PNG of a poem typeset vertically (竖排, first line at the right). Args: text: the poem, lines "
+            "closed by ，。？！；：; title: the title or theme shown in the first column (may be empty); form: shown "
+            "under it (may be empty); tone_marks: 平/仄/中 beside each character. Returns the PNG file.")
+# JS: put the settings and the seed of the poem on screen into the address bar (no reload, no history entry).
+PERMALINK_JS = """(query) => { if (typeof query === 'string' && query)
+    history.replaceState(null, '', location.pathname + '?' + query + location.hash); return []; }"""
+# JS: the best poem's text, one line per line, onto the clipboard (a hidden textarea where the
+# Clipboard API is missing).
+COPY_JS = """() => {
+  const lines = [...document.querySelectorAll('#poems .poem-card:first-child .poem-line')].map(l => l.dataset.text);
+  const text = lines.join('\\n');
+  if (!text) return [];
+  const fallback = () => { const t = document.createElement('textarea'); t.value = text; document.body.appendChild(t);
+                           t.select(); document.execCommand('copy'); t.remove(); };
+  if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).catch(fallback); else fallback();
+  return []; }"""
 
 # The API page: each parameter's help is the library's (GenerationConfig), with this app's conventions.
 APP_CONVENTIONS = {"form": "自由 (free), 五绝, 七绝, 五律, 七律", "top_k": "0 or null = no limit",
@@ -152,6 +173,10 @@ API_DOC = "\n".join([
     "longest shared span), seed and settings.", "", "Args:",
     *(f"    {k}: {GenerationConfig.meta(k)['help']}" + (f"; {APP_CONVENTIONS[k]}" if k in APP_CONVENTIONS else "")
       for k in APP_PARAMS)])
+
+
+PUBLIC_ENDPOINTS = ("card", "generate")
+ENDPOINT_PARAMS = {"card": CARD_PARAMS}  # api_name -> its inputs' names, for messages (default: APP_PARAMS)
 
 
 class BadInput(ValueError):
@@ -247,6 +272,95 @@ async def run_request(generator, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Poem card and permalink
+
+
+def make_card(text: str, title: str = "", form: str = "", tone_marks: bool = True,
+              tones: list[str] | None = None, footer: str = "") -> str:
+    """The PNG card of a poem, written under CARD_DIR; its path. Bad input -> gr.Error."""
+    from app_card import CardFontError, poem_card
+
+    try:
+        text = _string("text", text)
+        title, form = _string("title", title), _string("form", form)
+        image = poem_card(text, title=title, form=form, tones=tones,
+                          tone_marks=check_flag("tone_marks", tone_marks), footer=footer)
+    except ValueError as exc:
+        raise gr.Error("invalid input: " + _message(exc), title="输入有误 · Invalid input", print_exception=False) from None
+    except CardFontError as exc:
+        raise gr.Error(_message(exc), title="缺字体 · No Chinese font", print_exception=False) from None
+    CARD_DIR.mkdir(parents=True, exist_ok=True)
+    old = sorted(CARD_DIR.glob("*.png"), key=lambda f: f.stat().st_mtime)[:-CARDS_KEPT]
+    for f in old:
+        f.unlink(missing_ok=True)
+    with tempfile.NamedTemporaryFile(dir=CARD_DIR, prefix="poem-", suffix=".png", delete=False) as f:
+        image.save(f, format="PNG", optimize=True)
+    return f.name
+
+
+def permalink_query(request: dict[str, Any]) -> str:
+    """The query string of a result's request: the seed used and every setting that is not the default."""
+    values = {**request, "top_k": request.get("top_k") or 0}  # the library's None is this app's 0
+    shown = {k: v for k, v in values.items() if k in PARAMS and (k == "seed" or v != DEFAULTS[k])}
+    return "&".join(f"{k}={_query_value(v)}" for k, v in shown.items())
+
+
+def _query_value(value: Any) -> str:
+    """A value in a query string, readable: Chinese characters as they are (browsers encode them),
+    everything else that is not a letter or digit percent-encoded."""
+    text = "1" if value is True else "0" if value is False else str(value)
+    return "".join(c if c.isalnum() else quote(c, safe="") for c in text)
+
+
+def parse_permalink(query: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """The settings in a page's query string, and a message per bad value (that setting keeps its default).
+    Keys this app does not know (gradio's own, trackers') are ignored."""
+    values, problems = {}, []
+    for key in PARAMS:
+        if key not in query:
+            continue
+        raw, default = query[key], DEFAULTS[key]
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("1", "0", "true", "false"):
+                    raise ValueError(f"{key} must be 1 or 0, got {raw[:40]!r}")
+                value: Any = raw.lower() in ("1", "true")
+            elif isinstance(default, (int, float)):
+                try:
+                    value = int(raw) if isinstance(default, int) else float(raw)
+                except ValueError:
+                    raise ValueError(f"{key} must be a number, got {raw[:40]!r}") from None
+            else:
+                value = raw
+            if key == "form" and value not in FORM_CHOICES:
+                raise ValueError(f"form must be one of {', '.join(FORM_CHOICES)}, got {raw[:40]!r}")
+            if key == "script" and value not in [v for _, v in SCRIPT_CHOICES]:
+                raise ValueError(f"script must be auto, simplified or traditional, got {raw[:40]!r}")
+            request_kwargs(**{key: value})  # this app's and the library's cheap checks of that one value
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        values[key] = value
+    return values, problems
+
+
+def card_inputs(result: dict | None) -> tuple[str, str, str, list[str] | None, str]:
+    """(text, title, form, tone marks, footer) of a result's best poem for its card ("" when none)."""
+    from app_card import TONE_MARK
+
+    poems = (result or {}).get("poems") or []
+    if not poems:
+        return "", "", "", None, ""
+    best = poems[0]
+    settings = best.get("settings") or {}
+    title = str(settings.get("title") or settings.get("theme") or "")
+    prosody = best.get("prosody") or {}
+    tones = [TONE_MARK.get(c.get("tones") or "", "") for c in prosody.get("chars") or []] or None
+    form = str(prosody.get("form") or best.get("form") or "")
+    return best["text"], title, form, tones, f"唐诗生成器 seed {best.get('seed', '')}"
+
+
+# ---------------------------------------------------------------------------------------------
 # The Blocks
 
 
@@ -278,8 +392,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
 
     generate.__doc__ = API_DOC
 
-    async def generate_page(*values):
-        result = await generate(*values)
+    def page_outputs(result: dict) -> tuple[str, dict]:
         for poem in result["poems"]:
             for note in poem.get("relaxations") or []:
                 gr.Warning(toast_text(str(note)))
@@ -287,6 +400,38 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         if len(result["poems"]) < asked:
             gr.Warning(f"{asked - len(result['poems'])} 首重复已合并 · duplicate candidate(s) merged")
         return render_result(result), result
+
+    async def generate_page(*values):
+        return page_outputs(await generate(*values))
+
+    async def card(text: str, title: str = "", form: str = "", tone_marks: bool = True) -> str:
+        return await asyncio.to_thread(make_card, text, title, form, tone_marks)
+
+    card.__doc__ = CARD_DOC
+
+    async def after_generate(result: dict | None, tone_marks: bool):
+        """The best poem's card, its text for the card's options, and the permalink of the poem."""
+        text, title, form, tones, footer = card_inputs(result)
+        if not text:
+            return gr.update(), gr.update(), gr.update(), gr.update(), ""
+        path = await asyncio.to_thread(make_card, text, title, form, tone_marks, tones, footer)
+        return text, title, form, gr.update(value=path, interactive=True), permalink_query(result["request"])
+
+    async def from_permalink(request: gr.Request):
+        """Opening the page with settings in its query string: fill them in and write that poem."""
+        query = dict(request.query_params) if request is not None else {}
+        values, problems = parse_permalink(query)
+        for problem in problems:
+            gr.Warning(toast_text(f"链接参数有误 · bad link parameter: {problem}; the default is used"))
+        if not values:
+            return [gr.update() for _ in inputs] + [gr.update(), gr.update()]
+        filled = {**DEFAULTS, **values}
+        try:
+            html, result = page_outputs(await generate(**filled))
+        except gr.Error as exc:  # the settings together are refused: the page shows them and says why
+            gr.Warning(exc.message)
+            html, result = gr.update(), gr.update()
+        return [filled[k] for k in PARAMS] + [html, result]
 
     with gr.Blocks(title="唐诗生成器 · Tang poetry generator") as demo:
         gr.Markdown("# 唐诗生成器 · Tang poetry generator\n"
@@ -332,14 +477,40 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
             with gr.Column(scale=3, min_width=360):
                 poems_html = gr.HTML("<div class='poem-empty'>点击「作诗」· press Generate</div>",
                                      css_template=POEM_CSS, elem_id="poems", js_on_load=None)
+                with gr.Row():
+                    card_download = gr.DownloadButton("下载诗笺 Download card (PNG)", value=None, interactive=False,
+                                                      elem_id="card_download")
+                    copy_text = gr.Button("复制诗句 Copy text", elem_id="copy_text")
+                permalink = gr.Textbox(label="链接参数 Permalink (also in the address bar)", interactive=False,
+                                       elem_id="permalink", max_lines=1,
+                                       info="打开带此参数的网址即得同一首诗 · the page URL with it gives this poem again")
+                with gr.Accordion("诗笺 Poem card", open=False, elem_id="card_options"):
+                    card_text = gr.Textbox(label="诗 Poem", elem_id="card_text", lines=2,
+                                           info="第一首（可改）· the best poem (editable)")
+                    with gr.Row():
+                        card_title = gr.Textbox(label="题 Title", elem_id="card_title", max_lines=1)
+                        card_form = gr.Textbox(label="体 Form", elem_id="card_form", max_lines=1)
+                    card_marks = gr.Checkbox(True, label="标平仄 Tone marks", elem_id="card_marks",
+                                             info="平 level, 仄 oblique, 中 either, beside each character")
+                    redraw = gr.Button("重绘诗笺 Redraw card", elem_id="card_redraw")
                 with gr.Accordion("JSON（与 /generate API 相同 · same as the API）", open=False):
                     poems_json = gr.JSON(label="result", elem_id="result_json")
         inputs = [prompt, acrostic, form, rhyme, rhyme_strength, tones, tone_strength, temperature, top_k, top_p,
                   style, num_candidates, seed, script]
         gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",
                     elem_id="examples")
-        go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
-                 api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency)
+        after = dict(fn=after_generate, inputs=[poems_json, card_marks],
+                     outputs=[card_text, card_title, card_form, card_download, permalink], api_visibility="private")
+        done = go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
+                        api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency)
+        done.success(**after).success(None, permalink, None, js=PERMALINK_JS)
+        # A permalink (?form=七绝&seed=7...): gradio hands the page's query string to this load event.
+        loaded = demo.load(from_permalink, None, [*inputs, poems_html, poems_json], api_visibility="private",
+                           concurrency_id="poet", concurrency_limit=concurrency)
+        loaded.success(**after)
+        redraw.click(card, [card_text, card_title, card_form, card_marks], card_download, api_name="card",
+                     concurrency_limit=4)
+        copy_text.click(None, None, None, js=COPY_JS)
         reseed.click(new_seed, None, seed, queue=False, api_visibility="private")
         gr.api(generate, api_name="generate", concurrency_id="poet", concurrency_limit=concurrency)
     return demo
@@ -406,7 +577,7 @@ class RequestLimits:
         else:
             name = path.rstrip("/").split("/")[3]
             if name not in self.endpoints:
-                public = ", ".join("/" + n for n in self.endpoints if n == "generate") or "none"
+                public = ", ".join("/" + n for n in sorted(self.endpoints) if n in PUBLIC_ENDPOINTS) or "none"
                 return 404, f"invalid input: endpoint: no endpoint /{name[:60]} (this API has {public})"
             inputs = self.endpoints[name][1]
         data = payload.get("data")
@@ -457,7 +628,8 @@ def api_endpoints(demo: gr.Blocks) -> dict[str, tuple[int, tuple[str, ...]]]:
     for dep in demo.get_config_file()["dependencies"]:
         if dep.get("api_name"):
             n = len(dep.get("inputs", []))
-            names = APP_PARAMS if n == len(APP_PARAMS) else tuple(f"value {i + 1}" for i in range(n))
+            known = ENDPOINT_PARAMS.get(dep["api_name"], APP_PARAMS)
+            names = known if n == len(known) else tuple(f"value {i + 1}" for i in range(n))
             out[dep["api_name"]] = (dep["id"], names)
     return out
 

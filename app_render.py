@@ -38,6 +38,9 @@ POEM_CSS = """
 .poem-line .bad { background: rgba(220, 53, 69, 0.18); border-radius: 4px; outline: 1px solid #dc3545; }
 .poem-line .note { text-decoration: underline dotted; }
 .poem-line .punct { color: var(--body-text-color-subdued); }
+.poem-line .couplet { font-family: var(--font); font-size: 0.45em; letter-spacing: 0; margin-left: 0.8em;
+                      padding: 1px 6px; border-radius: 8px; vertical-align: middle;
+                      color: var(--body-text-color-subdued); border: 1px solid var(--border-color-primary); }
 .poem-meta { font-size: 0.88em; margin-top: 6px; line-height: 1.6; }
 .poem-meta .bad-list { color: #c0392b; }
 .poem-meta code { font-size: 0.95em; }
@@ -48,7 +51,7 @@ POEM_CSS = """
 LEGEND = ("注 Legend: 字上 <span style='color:#2f6fb0'>平</span>/<span style='color:#b7701a'>仄</span> = tone, "
           "「平仄」 = either (polyphone); <span style='border-bottom:3px double #c0392b'>双下划线</span> = rhyme "
           "position; <span style='background:rgba(220,53,69,.18);outline:1px solid #dc3545'>红底</span> = "
-          "violation (hover for details).")
+          "violation (hover for details); 对仗 n = a couplet's parallelism.")
 
 E = html.escape
 
@@ -81,11 +84,21 @@ def _char_html(ch: str, note: dict | None) -> str:
             f"<rt>{E(tones or '?')}</rt></ruby>")
 
 
+def _couplet_html(index: int, score: Any) -> str:
+    """The 对仗 mark of couplet `index` (lines 2i+1 and 2i+2), shown after its second line."""
+    a, b = 2 * index + 1, 2 * index + 2
+    return (f"<span class='couplet' data-couplet='{index + 1}' title='对仗 parallelism of lines {a}-{b}: mean "
+            f"aligned PMI of opposite characters under real couplets (higher = more parallel)'>"
+            f"对仗 {_fmt(score)}</span>")
+
+
 def _lines_html(poem: dict) -> str:
-    """The poem line by line; prosody notes matched to characters in order (none -> plain)."""
+    """The poem line by line; prosody notes matched to characters in order (none -> plain); each
+    couplet's 对仗 score (the poem's `parallelism`) after its second line."""
     notes = list((poem.get("prosody") or {}).get("chars") or [])
+    couplets = poem.get("parallelism") or []
     k, rows = 0, []
-    for line in poem.get("lines") or [poem.get("text", "")]:
+    for i, line in enumerate(poem.get("lines") or [poem.get("text", "")]):
         parts = []
         for ch in line:
             if k < len(notes) and notes[k].get("char") == ch:
@@ -95,6 +108,8 @@ def _lines_html(poem: dict) -> str:
                 parts.append(f"<span class='punct'>{E(ch)}</span>")
             else:
                 parts.append(_char_html(ch, None))
+        if i % 2 == 1 and i // 2 < len(couplets):
+            parts.append(_couplet_html(i // 2, couplets[i // 2]))
         rows.append(f"<div class='poem-line' data-text='{E(line)}'>{''.join(parts)}</div>")
     return "".join(rows)
 
