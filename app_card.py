@@ -167,9 +167,3 @@ def poem_card(text: str, *, title: str = "", form: str = "", tones: list[str] | 
         img.paste(strip, (int(MARGIN + COLUMN / 2 - strip.width / 2), MARGIN))
     return img
 
-
-def ink_ratio(img: Image.Image, threshold: int = 110) -> float:
-    """Share of pixels darker than `threshold` (0-255 grey): how much ink a card carries."""
-    grey = img.convert("L")
-    dark = sum(grey.histogram()[:threshold])
-    return dark / (grey.width * grey.height)
