@@ -11,7 +11,8 @@ Its torch import and model load also overlap the server's own start-up.
 
 Requests and answers are `multiprocessing.connection` messages (length-prefixed pickles) over
 the child's stdin and stdout (its own prints go to stderr); nothing is unpickled from a file or
-the network. Answers are the poems' JSON
+the network. A streamed request (`submit(..., on_line=f)`) also gets (id, None, {"lines": [...]})
+messages as its lines are decoded, before its answer. Answers are the poems' JSON
 dicts (built in the child, off the server's core) or the exception `generate` raised. A supervisor
 thread replaces the child whenever it dies, with a backoff; requests wait a bounded time for the
 new one (see `PoetWorker`). The child exits when its parent's pipe closes.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -68,12 +70,15 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _Held:
-    """A request waiting for a decoder: its arguments, its Future, when it stops waiting, tries so far."""
+    """A request waiting for a decoder: its arguments, its Future, when it stops waiting, tries so far,
+    and its line listener (streaming), if any."""
 
-    __slots__ = ("kwargs", "future", "deadline", "tries")
+    __slots__ = ("kwargs", "future", "deadline", "tries", "on_line")
 
-    def __init__(self, kwargs: dict[str, Any], future: Future, deadline: float, tries: int = 0):
+    def __init__(self, kwargs: dict[str, Any], future: Future, deadline: float, tries: int = 0,
+                 on_line: Callable[[dict], Any] | None = None):
         self.kwargs, self.future, self.deadline, self.tries = kwargs, future, deadline, tries
+        self.on_line = on_line
 
 
 class PoetWorker:
@@ -201,6 +206,9 @@ class PoetWorker:
                     self._dispatch(h)
             while True:
                 request_id, ok, payload = pipe.recv()
+                if ok is None:  # a line of a streamed request, not its answer
+                    self._line(request_id, payload)
+                    continue
                 with self._lock:
                     h = self._pending.pop(request_id, None)
                 if h is not None and not h.future.done():
@@ -211,6 +219,17 @@ class PoetWorker:
             log.error("unreadable message from the generator process (%s); replacing it", exc)
             self._proc.kill()
             return None
+
+    def _line(self, request_id: int, event: dict) -> None:
+        """Hand a streamed line to its request's listener (a listener's error is logged, never fatal)."""
+        with self._lock:
+            h = self._pending.get(request_id)
+        if h is None or h.on_line is None or h.future.done():
+            return
+        try:
+            h.on_line(event)
+        except Exception:  # noqa: BLE001 - the listener's bug must not stop the answers
+            log.exception("on_line callback failed")
 
     def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until a child has loaded the model; its info, or WorkerError saying why it failed."""
@@ -253,11 +272,15 @@ class PoetWorker:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, prompt: str = "", **kwargs: Any) -> Future:
+    def submit(self, prompt: str = "", *, on_line: Callable[[dict], Any] | None = None, **kwargs: Any) -> Future:
         """Queue one `generate` call; the Future gives a list of `Poem.to_dict()` (or the exception).
-        While no child is ready the request waits up to `hold_s` s for one."""
+        While no child is ready the request waits up to `hold_s` s for one.
+
+        `on_line` streams: it gets {"lines": candidate 0's finished lines} each time the child decodes
+        another line, from the thread that reads the child's messages (keep it quick), always before the
+        Future resolves; a request sent again after a child died may repeat lines already given."""
         future: Future = Future()
-        held = _Held({"prompt": prompt, **kwargs}, future, time.monotonic() + self.hold_s)
+        held = _Held({"prompt": prompt, **kwargs}, future, time.monotonic() + self.hold_s, on_line=on_line)
         with self._lock:
             if self._closing or self._state == "failed":
                 future.set_exception(WorkerError(self.info.get("error") or "the generator was closed"))
@@ -279,7 +302,7 @@ class PoetWorker:
             self._pending[request_id] = held
             to_child = self._to_child
         try:
-            _send(to_child, self._send_lock, (request_id, held.kwargs))
+            _send(to_child, self._send_lock, (request_id, held.kwargs, held.on_line is not None))
         except (OSError, ValueError):  # the child is gone: the supervisor re-sends what it had taken
             pass
 
@@ -360,11 +383,12 @@ def serve(inbox: Connection, outbox: Connection) -> int:
 
     while True:
         try:
-            request_id, kwargs = inbox.recv()
+            request_id, kwargs, stream = inbox.recv()
         except (EOFError, OSError):
             return 0
+        on_line = (lambda event, i=request_id: _send(outbox, lock, (i, None, event))) if stream else None
         try:
-            future = batcher.submit(**kwargs)
+            future = batcher.submit(**kwargs, on_line=on_line)
         except Exception as exc:  # noqa: BLE001 - bad arguments are refused before decoding
             _send(outbox, lock, (request_id, False, _portable(exc)))
             continue

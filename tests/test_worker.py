@@ -125,3 +125,12 @@ def test_a_request_that_waits_too_long_is_told_when_to_retry(tiny_model_dir):
 def test_the_child_entry_point_is_not_for_hand_use():
     done = subprocess.run([sys.executable, "-m", "poetry_model.worker"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "started by poetry_model.worker.PoetWorker" in done.stderr
+
+
+def test_a_streamed_request_gets_its_lines_before_its_answer(worker):
+    events: list[dict] = []
+    future = worker.submit(form="五绝", seed=5, on_line=events.append)
+    poems = future.result(START)
+    assert [len(e["lines"]) for e in events] == [1, 2, 3, 4]
+    assert events[-1]["lines"] == poems[0]["lines"]
+    assert poems == worker.generate(form="五绝", seed=5)  # the answer is the one a plain request gets

@@ -6,7 +6,9 @@ import itertools
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from .config import GenerationConfig
 from .engine import Decoder, Engine
@@ -23,7 +25,9 @@ class Batcher:
     Arguments, results and errors are those of `Poet.generate`, and so are the poems (a request's
     rows never depend on the others'). `submit` checks the arguments in the calling thread (bad
     ones raise there) and returns a Future of the ranked poems; `generate` waits for it.
-    `max_rows` caps the candidates decoded at once; more requests wait for room.
+    `max_rows` caps the candidates decoded at once; more requests wait for room. `submit(...,
+    on_line=f)` streams: f({"lines": [...]}) is called from the decoding thread each time the
+    request's candidate 0 finishes a line (keep it quick: every request waits for it).
 
     Fairness: waiting requests are admitted cheapest first (`Settings.cost`: candidates x
     characters; ties by arrival), and requests costing more than `light_cost` may fill only
@@ -40,10 +44,12 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="poet-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt: str = "", **kwargs) -> Future:
-        """Queue one `generate` call; the Future gives its poems (or its exception)."""
+    def submit(self, prompt: str = "", *, on_line: Callable[[dict], Any] | None = None, **kwargs) -> Future:
+        """Queue one `generate` call; the Future gives its poems (or its exception). `on_line`, if given,
+        gets {"lines": candidate 0's finished lines} from the decoding thread as each line is done."""
         dec = self.poet.request(GenerationConfig(prompt=prompt, **kwargs))  # bad input raises here
         dec.future = Future()
+        dec.on_line = on_line
         self._queue.put((dec.s.cost, next(self._arrival), dec))
         return dec.future
 

@@ -30,6 +30,7 @@ MAX_TEMPERATURE, MAX_REPETITION_PENALTY = 10.0, 10.0
 MAX_SEED = 2**63 - 1
 MAX_PARALLEL = MAX_SEASON = 10.0
 PARALLELISM = ("auto", "on", "off")
+LOCKED_PREFIXES = 8     # candidates decoded at least when generated lines come before a locked line (ranked by fit)
 
 
 # Cost model: the work of a request is the characters its candidates decode. Each candidate reads
@@ -110,6 +111,10 @@ class GenerationConfig:
     script: str = option("auto", "output script: auto (that of the prompt/acrostic/style, else the model's), "
                                  "simplified or traditional", choices=OUTPUT_SCRIPTS)
     avoid_copies: bool = option(True, "no generated line equals a corpus line", flags=("--allow-copies",))
+    locked: dict | None = option(None, "lines kept verbatim: {line index (0-based, int or digit string): text}; "
+                                       "fixed forms only; the other lines keep every rule")
+    relax_locked: bool = option(False, "accept locked lines that break the tone pattern or the rhyme (each break "
+                                       "listed in the poem's relaxations); off: such a line is a ValueError")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -165,14 +170,35 @@ class Settings:
     max_length: int
     script: str             # the output script
     avoid_copies: bool
+    locked: tuple[tuple[int, str], ...] = ()  # (line index, text in the model's script), by index
+    relax_locked: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Candidates decoded: num_candidates, at least LOCKED_PREFIXES when a generated line precedes a
+        locked one (the prefixes are ranked by how well the locked line follows them; see Poet)."""
+        return max(self.num_candidates, LOCKED_PREFIXES) if self.generated_before_locked else self.num_candidates
+
+    @property
+    def generated_before_locked(self) -> bool:
+        """Whether the model writes a line (not given by the prompt) before some locked line."""
+        held = {i for i, _ in self.locked}
+        written = sum(ch in LINE_ENDS for ch in self.prompt)  # lines the prompt completes
+        return any(i not in held for i in range(written, max(held, default=0)))
 
     @property
     def cost(self) -> int:
         """Characters this request decodes (see `request_cost`): what a scheduler orders and caps by."""
-        return request_cost(self.num_candidates, len(self.style), poem_length(self.form, self.max_length))
+        return request_cost(self.rows, len(self.style), poem_length(self.form, self.max_length))
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _SETTINGS_FIELDS}  # = asdict: all values immutable
+        """All fields (= asdict: all values immutable); locked and relax_locked only when used."""
+        out = {name: getattr(self, name) for name in _SETTINGS_FIELDS}
+        if not self.locked:
+            del out["locked"], out["relax_locked"]
+        else:
+            out["locked"] = {str(i): text for i, text in self.locked}  # JSON's keys are strings
+        return out
 
 
 _SETTINGS_FIELDS = tuple(f.name for f in fields(Settings))
@@ -285,6 +311,43 @@ def _check_heads_in_prompt(prompt: str, heads: str) -> None:
         raise ValueError(f"prompt has {line} lines but the acrostic only {len(heads)}")
 
 
+def _check_locked(vocab, locked: Any, form: str, lines: int | None, prompt: str,
+                  heads: str) -> tuple[tuple[int, str], ...]:
+    """Locked lines as ((index, text in the model's script), ...): a fixed form, indices in range,
+    the form's line length, known characters, agreeing with the prompt and the acrostic heads."""
+    if locked is None or locked == {}:
+        return ()
+    if not isinstance(locked, dict):
+        raise _fail("locked", locked, "a dict {line index: line text}")
+    if form not in FORM_LINES:
+        raise ValueError("locked lines need a fixed form (五绝, 七绝, 五律, 七律, or 五言/七言 with an acrostic): "
+                         "free verse has no fixed line lengths to hold them")
+    length, out = FORM_LINES[form][1], {}
+    for key, text in locked.items():
+        index = int(key) if isinstance(key, str) and key.strip().isdigit() else key
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < lines:
+            raise ValueError(f"locked line {key!r}: a line index must be an integer from 0 to {lines - 1} "
+                             f"(a {form} has {lines} lines, counted from 0)")
+        index = int(index)
+        if index in out:
+            raise ValueError(f"locked line {index} is given twice")
+        name = f"locked line {index}"
+        text = _text(name, text, 2 * length).rstrip(LINE_ENDS)  # its closing punctuation may come along
+        text = vocab.decode(vocab.encode(text, name))  # the model's script; unknown characters are named
+        odd = next((j for j, ch in enumerate(text) if unicodedata.category(ch) != "Lo"), None)
+        if odd is not None:
+            raise ValueError(f"{name}: character {odd + 1} {text[odd]!r} is not a Han character")
+        if len(text) != length:
+            raise ValueError(f"{name}: {len(text)} characters, {form} lines have {length}")
+        if index < len(heads) and text[0] != heads[index]:
+            raise ValueError(f"{name} starts with {text[0]!r} but the acrostic asks for {heads[index]!r}")
+        given = prompt[index * (length + 1):index * (length + 1) + length]
+        if given and not text.startswith(given):
+            raise ValueError(f"{name} is {text!r} but the prompt writes that line as {given!r}")
+        out[index] = text
+    return tuple(sorted(out.items()))
+
+
 def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) -> Settings:
     """Check a request (a GenerationConfig, or its fields as keywords); ValueErrors name the parameter
     and the bad value, an unknown keyword is a TypeError as in any call.
@@ -299,7 +362,8 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         raise ValueError(f"acrostic is too long: {len(heads)} characters, at most {MAX_ACROSTIC}")
     if c.script not in OUTPUT_SCRIPTS:
         raise _fail("script", c.script, f"one of {', '.join(OUTPUT_SCRIPTS)}")
-    out_script = c.script if c.script != "auto" else script_of(prompt + heads + style) or vocab.script
+    locked_text = "".join(v for v in c.locked.values() if isinstance(v, str)) if isinstance(c.locked, dict) else ""
+    out_script = c.script if c.script != "auto" else script_of(prompt + heads + style + locked_text) or vocab.script
     # Texts become the model's script; unknown characters raise with the list of them.
     prompt, heads, style = (vocab.decode(vocab.encode(t, name)) for t, name in
                             ((prompt, "prompt"), (heads, "acrostic"), (style, "style")))
@@ -321,4 +385,6 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         season_strength=_in_range("season_strength", c.season_strength),
         style=style, num_candidates=_in_range("num_candidates", c.num_candidates, is_int=True),
         seed=secrets.randbelow(2**31) if c.seed is None else _in_range("seed", c.seed, is_int=True),
-        max_length=max_length, script=out_script, avoid_copies=check_flag("avoid_copies", c.avoid_copies))
+        max_length=max_length, script=out_script, avoid_copies=check_flag("avoid_copies", c.avoid_copies),
+        locked=_check_locked(vocab, c.locked, name, lines, prompt, heads),
+        relax_locked=check_flag("relax_locked", c.relax_locked))

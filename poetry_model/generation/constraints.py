@@ -89,6 +89,22 @@ class Acrostic(Constraint):
         return None
 
 
+class Locked(Constraint):
+    """Locked lines: each character of a locked line is forced, verbatim. Their tone pattern and rhyme
+    are checked, and imposed on the other lines, by the row's line state (`LockedFormState`)."""
+
+    name = "locked"
+
+    def __init__(self, lines: dict[int, list[int]]):
+        self.lines = lines
+
+    def forced(self, row: Row) -> int | None:
+        toks = self.lines.get(row.lines_done)
+        if toks is not None and len(row.line) < len(toks):
+            return toks[len(row.line)]
+        return None
+
+
 class Rhyme(Constraint):
     """The form's rhyme mask: strength 1 bans off-rhyme characters, s < 1 lowers them by log(1 - s)."""
 
@@ -270,10 +286,17 @@ def parallel_lines(s: Settings) -> frozenset[int]:
     return frozenset((1, 3)) if s.parallelism == "on" else frozenset()
 
 
+def locked_ids(s: Settings, index: dict[str, int]) -> dict[int, list[int]]:
+    """The locked lines as {line index: token ids}."""
+    return {line: [index[ch] for ch in text] for line, text in s.locked}
+
+
 def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: TokenClasses, tokens: list[str],
                       index: dict[str, int], lines=None, partners=None) -> list[Constraint]:
     """The constraints of one request, in the order they apply (forced tokens: first one wins)."""
     out: list[Constraint] = [Structure(vectors), Acrostic([index[h] for h in s.acrostic])]
+    if s.locked:
+        out.append(Locked(locked_ids(s, index)))
     if s.rhyme_strength > 0:
         out.append(Rhyme(vectors, s.rhyme_strength))
     if s.tone_strength > 0:

@@ -7,6 +7,7 @@ the same poems alone or in any batch.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,15 +16,17 @@ import numpy as np
 import torch
 
 from ..prosody import FORMS as FORM_LINES
-from ..prosody import StepMasks
-from ..text import LINE_ENDS
+from ..prosody import TEMPLATE_NAMES, StepMasks
+from ..text import LINE_ENDS, split_with_punctuation, to_script
 from .config import Settings
-from .constraints import Constraint, build_constraints, parallel_lines
+from .constraints import Constraint, build_constraints, locked_ids, parallel_lines
 from .sampling import sample
-from .states import FreeState, LineState
+from .states import FreeState, LineState, LockedFormState
 
 if TYPE_CHECKING:
     from .poet import Poet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,9 +65,9 @@ class Decoder:
         self.s, self.vocab = s, poet.vocab
         self.tc = poet.token_classes
         self.vectors = poet.mask_vectors
-        self.rows = [Row(self._state(poet)) for _ in range(s.num_candidates)]
+        self.rows = [Row(self._state(poet)) for _ in range(s.rows)]
         self.constraints = build_constraints(
-            s, s.num_candidates, vectors=self.vectors, classes=self.tc, tokens=self.vocab.tokens,
+            s, s.rows, vectors=self.vectors, classes=self.tc, tokens=self.vocab.tokens,
             index=self.vocab.index, lines=poet.line_index() if s.avoid_copies else None,
             partners=poet.couplet_partners() if parallel_lines(s) and s.parallel_strength > 0 else None)
         cs = self.constraints
@@ -81,6 +84,7 @@ class Decoder:
         context = [self.vocab.start_id] + self.vocab.encode(s.style)
         if s.style and s.style[-1] not in LINE_ENDS:
             context.append(self.vocab.index["。"])  # the style reads as a finished sentence before the poem
+        self.head = context  # what the model reads before the poem (the rows' tokens follow it)
         for i, row in enumerate(self.rows):
             for tok in prompt_ids:
                 self._check_prompt_token(row, tok)
@@ -89,11 +93,19 @@ class Decoder:
         self.steps_left = s.max_length - len(prompt_ids) + 1  # choices per candidate, at most
         self.finished = False
         self.future: Any = None  # set by Batcher
+        self.on_line: Any = None  # called with {"lines": [...]} when candidate 0 finishes a line (streaming)
+        self.lines_sent = 0
 
     def _state(self, poet: Poet) -> LineState:
         s = self.s
         if s.form == "free":
             return FreeState(self.tc, s.lines, s.max_length)
+        if s.locked:
+            fm = poet.form_masks()
+            relax = {"tone": s.relax_locked or s.tone_strength < 1, "rhyme": s.relax_locked or s.rhyme_strength < 1}
+            return LockedFormState(fm, s.form, list(TEMPLATE_NAMES), rhyme=s.rhyme and s.rhyme_strength > 0,
+                                   tones=s.tones and s.tone_strength > 0,
+                                   locked=locked_ids(s, self.vocab.index), relax=relax)
         return poet.form_masks().start(s.form, rhyme=s.rhyme, tones=s.tones)
 
     def _check_prompt_token(self, row: Row, tok: int) -> None:
@@ -102,6 +114,21 @@ class Decoder:
             n = len(row.tokens) + 1
             raise ValueError(f"prompt does not fit a {self.s.form} ({FORM_LINES[self.s.form][1]} characters a "
                              f"line, ，and 。 alternating): character {n} {self.vocab.tokens[tok]!r} cannot stand there")
+
+    def report_lines(self) -> None:
+        """Hand `on_line` candidate 0's finished lines (in the output script) when it has finished another
+        one; an error in the callback is logged and ends the reports, never the decoding."""
+        row = self.rows[0]
+        if row.lines_done <= self.lines_sent:
+            return
+        self.lines_sent = row.lines_done
+        text = self.vocab.decode(row.tokens)
+        text = text if self.s.script == self.vocab.script else to_script(text, self.s.script)
+        try:
+            self.on_line({"lines": split_with_punctuation(text)[:row.lines_done]})
+        except Exception:  # noqa: BLE001 - a listener's bug must not cost the poem
+            log.exception("on_line callback failed; no more line reports for this request")
+            self.on_line = None
 
     def finish(self) -> None:
         """End decoding: a candidate still open has hit the step cap (and says so)."""
@@ -134,6 +161,19 @@ class Decoder:
                     out[k, layer] = -np.inf
                 else:
                     np.add(layer, out[k], out=out[k])
+
+    def refused(self, i: int, tok: int) -> bool:
+        """Whether a constraint's `rejects` refuses candidate i's token (the copy guard)."""
+        return any(c.rejects(self.rows[i], tok) for c in self._guards)
+
+    def excluding(self, i: int, tok: int) -> list[str]:
+        """The names of the constraints whose layers ban candidate i's token now (hard rules only)."""
+        out = []
+        for c in self.constraints:
+            layer = c.layer(i, self.rows[i]) if _overrides(c, "layer") else None
+            if layer is not None and (tok in layer if layer.dtype.kind == "i" else np.isneginf(layer[tok])):
+                out.append(c.name)
+        return out
 
     def relaxed(self, i: int) -> np.ndarray:
         """Candidate i's bias with each droppable layer that would leave no token dropped (and noted)."""
@@ -251,6 +291,9 @@ class Engine:
             self._sample(free, chosen)
         for r, (dec, i) in enumerate(slots):
             dec.advance(i, chosen[r])
+        for dec in self.decoders:
+            if dec.on_line is not None:
+                dec.report_lines()
         finished = []
         for dec in self.decoders:
             dec.steps_left -= 1

@@ -49,20 +49,24 @@ Score (higher is better), each part returned in `score_parts`:
 from __future__ import annotations
 
 import inspect
+import math
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
 from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
+from ..prosody import FORMS as FORM_LINES
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
 from .config import GenerationConfig, Settings, validate
@@ -75,6 +79,8 @@ DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
 
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
+LOCKED_FIT_WEIGHT = 1.0
+MAX_ALTERNATIVES = 50   # Poet.alternatives: at most this many characters per position
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -108,6 +114,7 @@ class Poem:
     relaxations: list[str]
     settings: dict
     parallelism: list[float] | None = None  # each couplet's mean aligned PMI (lines 1-2, 3-4, …); forms only
+    edit: str | None = None     # Poet.replace: "kept" (the edit fits, the rest unchanged) or "recontinued"
     report: Any = field(default=None, repr=False, compare=False)  # prosody.PoemReport
 
     @cached_property
@@ -116,18 +123,24 @@ class Poem:
         return self.report.to_dict() if self.report is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in _POEM_FIELDS}, "prosody": self.prosody}
+        """Every field and the prosody report; `edit` only on an edited poem."""
+        out = {**{name: getattr(self, name) for name in _POEM_FIELDS}, "prosody": self.prosody}
+        if self.edit is None:
+            del out["edit"]
+        return out
 
 
 _POEM_FIELDS = tuple(f.name for f in fields(Poem) if f.name != "report")
 
 
-def score_parts(mean_log_prob: float, report, copy: dict) -> dict[str, float]:
-    """The documented score: lm + prosody + novelty (see the module docstring)."""
+def score_parts(mean_log_prob: float, report, copy: dict, locked_fit: float | None = None) -> dict[str, float]:
+    """The documented score: lm + prosody + novelty (+ locked_fit; see the module docstring)."""
     prosody = PROSODY_WEIGHT * (0.5 * bool(report.rhymes) + 0.5 * float(report.tone_score)) if report else 0.0
     span = copy.get("longest_span_chars") or 0
     novelty = -(COPIED_LINE_WEIGHT * len(copy["copied_lines"]) + SPAN_WEIGHT * max(0, span - FREE_SPAN))
     parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty}
+    if locked_fit is not None:
+        parts["locked_fit"] = LOCKED_FIT_WEIGHT * locked_fit
     return {k: round(v, 4) + 0.0 for k, v in parts.items()}
 
 
@@ -281,6 +294,160 @@ class Poet:
                 results[k] = exc
         return results
 
+    def stream(self, prompt: str = "", **options: Any) -> Iterator[dict[str, Any]]:
+        """`generate`, with candidate 0's lines as they are decoded: yields {"event": "line", "lines": [its
+        finished lines], "text": their text} each time candidate 0 finishes a line, then {"event": "poems",
+        "poems": the ranked poems} (the same poems `generate` gives for the same options and seed).
+        Bad values raise ValueError before the first event."""
+        request = self.request(GenerationConfig(prompt=prompt, **options))
+        events: list[dict[str, Any]] = []
+        request.on_line = events.append
+        engine = None
+        while engine is None or engine:
+            with self.decoding():  # entered per step, so the caller's code never runs under it
+                if engine is None:
+                    engine = Engine(self)
+                    engine.add(request)
+                engine.step()
+            while events:
+                lines = events.pop(0)["lines"]
+                yield {"event": "line", "lines": lines, "text": "".join(lines)}
+        yield {"event": "poems", "poems": self.poems(request)}
+
+    # -- writing with the poet: alternatives and edits ----------------------------------------------
+
+    def alternatives(self, text: str, position: int, k: int = 5, **settings: Any) -> list[dict[str, Any]]:
+        """The k most probable characters at character `position` of the poem `text` (an index into the
+        text, punctuation included) that meet every rule active there under `settings` (`generate`'s
+        options: form, acrostic, locked, ...), most probable first, as [{"char": "月", "prob": 0.12}, ...].
+
+        prob is the model's probability (temperature 1) of the character after the constraints exactly
+        as the decoder applies them at that point (form, rhyme, tone masks and their strengths, the
+        repetition and season penalties, the 对仗 bias, locked lines; the copy guard drops characters that
+        would complete a corpus line), renormalised over the characters they leave: the k listed sum to
+        at most 1. Fewer than k come back when fewer are allowed (one at an acrostic head)."""
+        k = _check_k(k)
+        dec, text = self._edit_request(text, position, settings)
+        scores, forced = self._constrained_scores(dec)
+        if forced is not None:
+            return [{"char": self._shown(dec, forced), "prob": 1.0}]
+        picked, refused = [], []
+        for tok in torch.argsort(scores, descending=True).tolist():
+            if math.isinf(scores[tok]) or len(picked) == k:
+                break
+            (refused if dec.refused(0, tok) else picked).append(tok)
+        scores[refused] = -math.inf
+        probs = torch.softmax(scores, dim=-1)
+        return [{"char": self._shown(dec, tok), "prob": round(float(probs[tok]), 6)} for tok in picked]
+
+    def replace(self, text: str, position: int, char: str, **settings: Any) -> Poem:
+        """The poem `text` with `char` put at character `position` (as in `alternatives`), under `settings`
+        (`generate`'s options). When the character and every later character still meet the hard rules
+        (form, rhyme, tones, locked lines, bans; the copy guard), the poem is kept as it is
+        (`poem.edit == "kept"`; its lm part is the mean log-probability of its unforced characters);
+        else the text up to and including the new character is kept and the rest written again with the
+        same settings and seed (`poem.edit == "recontinued"`, the best of `generate(prompt=...)`).
+        A character the rules exclude at that position raises ValueError naming the rules."""
+        dec, text = self._edit_request(text, position, settings)
+        name = "char"
+        if not isinstance(char, str) or len(char.strip()) != 1:
+            raise ValueError(f"{name} must be one character, got {char!r}")
+        (tok,) = self.vocab.encode(self.vocab.decode(self.vocab.encode(char.strip(), name)), name)
+        if not self.token_classes.char[tok]:
+            raise ValueError(f"{name} must be a Han character, got {char!r}")
+        scores, forced = self._constrained_scores(dec)
+        if (forced is not None and forced != tok) or math.isinf(scores[tok]) or dec.refused(0, tok):
+            rules = ["acrostic or locked line"] if forced is not None and forced != tok else \
+                dec.excluding(0, tok) or ["copy guard (it would complete a corpus line)"]
+            raise ValueError(f"{name} {char!r} cannot stand at position {position}: excluded by the "
+                             f"{', '.join(rules)} rule(s); Poet.alternatives lists the characters that can")
+        edited = text[:position] + self._shown(dec, tok) + text[position + 1:]
+        poem = self._kept(edited, position, settings)
+        if poem is None:
+            poem = self.generate(prompt=edited[:position + 1], **settings)[0]
+            poem.edit = "recontinued"
+        return poem
+
+    def _edit_request(self, text: Any, position: Any, settings: dict[str, Any]) -> tuple[Decoder, str]:
+        """The checked poem text and a one-candidate request whose prompt is the text before `position`."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text must be a poem's text, got {text!r}")
+        text = text.strip()
+        if any(ch.isspace() for ch in text):
+            raise ValueError("text must be the poem's text without spaces or line breaks (positions index it)")
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position < len(text):
+            raise ValueError(f"position must be an integer from 0 to {len(text) - 1} (an index into the poem's "
+                             f"text, punctuation included), got {position!r}")
+        if text[position] in LINE_ENDS or not text[position].isalpha():
+            raise ValueError(f"position {position} is the punctuation {text[position]!r}: choose a character")
+        options = {**settings, "num_candidates": 1}
+        whole = validate(self.vocab, GenerationConfig(prompt=text, **options))  # bad settings raise here
+        try:
+            Decoder(self, whole)  # the text must fit the form
+        except ValueError as error:
+            raise ValueError(f"text does not fit: {error}") from None
+        if len(whole.prompt) != len(text):
+            raise ValueError("text changes length in the model's script; give it in that script")
+        if whole.form in FORM_LINES:
+            lines, chars = FORM_LINES[whole.form]
+            if len(text) != lines * (chars + 1):
+                raise ValueError(f"text is not a whole {whole.form}: {len(text)} characters with punctuation, "
+                                 f"a {whole.form} has {lines * (chars + 1)}")
+        if whole.form in FORM_LINES and position // (chars + 1) in dict(whole.locked):
+            line = position // (chars + 1)
+            raise ValueError(f"position {position} is in locked line {line}: unlock it to change it")
+        return self.request(GenerationConfig(prompt=text[:position], **options)), text
+
+    def _constrained_scores(self, dec: Decoder) -> tuple[torch.Tensor, int | None]:
+        """Candidate 0's next-token scores (model log-probabilities plus every constraint's layer) and the
+        token a constraint forces there, if any."""
+        forced = dec.forced(dec.rows[0])
+        with self.decoding():
+            engine = Engine(self)
+            engine.add(dec)
+            logp = engine.net.log_probs(engine.feats[:1])[0].float()
+        bias = np.empty((1, len(self.vocab)), np.float32)
+        dec.bias([0], bias)
+        if not np.isfinite(bias).any():
+            bias[0] = dec.relaxed(0)
+        return logp + torch.from_numpy(bias[0]), forced
+
+    def _shown(self, dec: Decoder, tok: int) -> str:
+        """A token in the request's output script."""
+        ch = self.vocab.tokens[tok]
+        return ch if dec.s.script == self.vocab.script else to_script(ch, dec.s.script)
+
+    def _kept(self, text: str, position: int, settings: dict[str, Any]) -> Poem | None:
+        """The edited poem as it stands when every character from `position` on meets the hard rules, else None."""
+        request = self.request(GenerationConfig(**{**settings, "prompt": text, "num_candidates": 1}))
+        tokens = self.vocab.encode(request.s.prompt)
+        walk = self.request(GenerationConfig(**{**settings, "num_candidates": 1}))
+        row, unforced = walk.rows[0], []
+        bias = np.empty((1, len(self.vocab)), np.float32)
+        for j, tok in enumerate(tokens):
+            forced = walk.forced(row)
+            if forced is None:
+                unforced.append(j)
+            if j >= position:
+                if forced is not None:
+                    if forced != tok:
+                        return None
+                else:
+                    walk.bias([0], bias)
+                    if math.isinf(bias[0, tok]) or walk.refused(0, tok):
+                        return None
+            walk.advance(0, tok)
+        with torch.inference_mode(), torch_threads(self.threads):
+            x = torch.tensor([request.head + tokens], device=self.device)
+            logp = torch.log_softmax(self.model(x[:, :-1])[0].float(), dim=-1)[0]
+        start = len(request.head) - 1
+        chosen = [j for j in unforced if self.token_classes.char[tokens[j]]]
+        request.rows[0].log_prob = float(sum(logp[start + j, tokens[j]] for j in chosen))
+        request.rows[0].sampled = len(chosen)
+        poem = self.poems(request)[0]
+        poem.edit = "kept"
+        return poem
+
     # -- the seams a server uses (Batcher) --------------------------------------------------------
 
     def request(self, config: GenerationConfig | Settings) -> Decoder:
@@ -306,11 +473,40 @@ class Poet:
             engine.run()
 
     def poems(self, request: Decoder) -> list[Poem]:
-        """A decoded request's candidates as ranked poems; the reports of identical texts are made once."""
+        """A decoded request's candidates as ranked poems (at most num_candidates); the reports of
+        identical texts are made once."""
         s, settings, reports = request.s, request.s.to_dict(), {}
-        return self._ranked([self._poem(s, settings, i, row, reports) for i, row in enumerate(request.rows)])
+        fits = self.locked_fit(request) if s.generated_before_locked else [None] * len(request.rows)
+        poems = [self._poem(s, settings, i, row, reports, fits[i]) for i, row in enumerate(request.rows)]
+        return self._ranked(poems)[:s.num_candidates]
 
-    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None) -> Poem:
+    @torch.inference_mode()
+    def locked_fit(self, request: Decoder) -> list[float]:
+        """Per candidate: the mean log-probability of the locked lines' characters that follow a written
+        line, given everything before them (the LSTM reads left to right, so this is how well the
+        written lines lead into the locked ones; it ranks the candidate prefixes)."""
+        s, tc = request.s, self.token_classes
+        held = dict(s.locked)
+        first = min(i for i in range(max(held)) if i not in held and i >= sum(ch in LINE_ENDS for ch in s.prompt))
+        seqs = [request.head + row.tokens for row in request.rows]
+        width = max(map(len, seqs))
+        x = torch.tensor([seq + [self.vocab.eop_id] * (width - len(seq)) for seq in seqs], device=self.device)
+        with torch_threads(self.threads):
+            logp = torch.log_softmax(self.model(x[:, :-1])[0].float(), dim=-1)
+        logp = logp.gather(-1, x[:, 1:, None])[..., 0].tolist()
+        out = []
+        for k, row in enumerate(request.rows):
+            line, total, count = 0, 0.0, 0
+            for j, tok in enumerate(row.tokens):
+                if line in held and line > first and tc.char[tok]:
+                    total += logp[k][len(request.head) + j - 1]
+                    count += 1
+                line += bool(tc.line_end[tok])
+            out.append(total / count if count else 0.0)
+        return out
+
+    def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None,
+              locked_fit: float | None = None) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
         model_text = _finished_text(self.vocab.decode(row.tokens))
         known = reports.get(model_text) if reports is not None else None
@@ -324,7 +520,7 @@ class Poet:
         text, report, copy = known
         copy = {**copy, "avoided": row.avoided}  # a duplicate text shares the rest (and is dropped when ranked)
         mean = row.log_prob / row.sampled if row.sampled else 0.0
-        parts = score_parts(mean, report, copy)
+        parts = score_parts(mean, report, copy, locked_fit)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
                     score_parts=parts, log_prob=round(row.log_prob, 4), mean_log_prob=round(mean, 4),
@@ -391,6 +587,12 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
                 couplets=_couplets(find_couplets(path_or_repo_id)))
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_ALTERNATIVES:
+        raise ValueError(f"k must be an integer from 1 to {MAX_ALTERNATIVES}, got {k!r}")
+    return int(k)
 
 
 def _couplets(path: Path | None) -> CoupletTable | None:

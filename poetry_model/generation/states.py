@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..prosody import StepMasks
+from ..prosody import FormMasks, FormState, StepMasks
+from ..prosody.masks import _template_codes
 from ..text import LINE_ENDS, SENTENCE_ENDS
 from ..vocab import EOP
 
@@ -108,6 +109,105 @@ class FreeState:
             self.last_sentence, self.line_len = bool(self.tc.sentence_end[token_id]), 0
         else:
             self.line_len += 1
+
+
+class LockedFormState(FormState):
+    """A FormState whose tone templates and rhyme group are fixed in advance by locked lines.
+
+    The decoder writes left to right, so a line written before a locked one must already follow
+    the template and rhyme group that the locked line implies: the templates are narrowed to those
+    every locked character fits, the rhyme group to the locked rhyme characters' common group, and
+    those rhyme characters are kept out of the other lines' rhymes. A locked line that breaks the
+    tone pattern or the rhyme raises ValueError naming the character and the rule (`hard`), unless
+    relaxed: then each break is listed in `relaxations`."""
+
+    def __init__(self, fm: FormMasks, form: str, names: list[str], *, rhyme: bool, tones: bool,
+                 locked: dict[int, list[int]], relax: dict[str, bool]):
+        super().__init__(fm, form, names, rhyme=rhyme, tones=tones)
+        self.locked = locked
+        self.reserved: set[int] = set()      # locked rhyme characters: no other line rhymes with them
+        self._open_cache: dict[frozenset, np.ndarray] = {}
+        if tones:
+            self._fit_templates(relax["tone"])
+        if rhyme:
+            self._fix_rhyme(relax["rhyme"])
+
+    # -- set up -------------------------------------------------------------------------------------
+
+    def _breaks(self, name: str) -> list[str]:
+        """The tone breaks of the locked lines under one template."""
+        out = []
+        c = self.length - 5
+        for line, toks in sorted(self.locked.items()):
+            codes, lone_level_risk = _template_codes(self.form, name)[line]
+            for pos, tok in enumerate(toks):
+                code = codes[pos]
+                if lone_level_risk and pos == c + 2 and self._surely_ze(toks[c]):
+                    code = "P"  # 孤平: a surely-仄 first character of the core needs a 平 third
+                if not self._fits(code, tok):
+                    want, has = ("平", "仄") if code == "P" else ("仄", "平")
+                    out.append(f"locked line {line}: character {pos + 1} {self.fm.vocab[tok]!r} is {has}, "
+                               f"the tone pattern ({name}) wants {want} there")
+        return out
+
+    def _fit_templates(self, relax: bool) -> None:
+        breaks = {name: self._breaks(name) for name in self.alive}
+        fewest = min(len(b) for b in breaks.values())
+        if fewest:
+            best = next(b for b in breaks.values() if len(b) == fewest)
+            self._broken(f"no {self.form} tone pattern fits every locked line: {'; '.join(best)}", relax)
+        self.alive = [name for name in self.alive if len(breaks[name]) == fewest]
+
+    def _fix_rhyme(self, relax: bool) -> None:
+        """The rhyme group from the locked lines that must rhyme (every even line; the first when it must)."""
+        must = [line for line in self.locked if line % 2 == 1]
+        if 0 in self.locked and all(n.endswith("首句入韵") for n in self.alive):
+            must.insert(0, 0)
+        groups: frozenset[int] | None = None
+        for line in sorted(must):
+            tok = self.locked[line][-1]
+            level, name = self.fm.level[tok], self.fm.vocab[tok]
+            if not level or not self.fm.can_ping[tok]:
+                self._broken(f"locked line {line} ends with {name!r}, which is not a 平声 rhyme character "
+                             f"(a {self.form} rhymes its even lines in 平声)", relax)
+            elif groups is not None and not level & groups:
+                self._broken(f"locked line {line} ends with {name!r}, outside the rhyme group of the locked "
+                             "lines before it", relax)
+            else:
+                groups = level if groups is None else level & groups
+            self.reserved.add(tok)
+        if groups:
+            self.groups = groups & self.fm.wide or groups
+        if 0 in self.locked and 0 not in must and self.groups is not None:
+            tok = self.locked[0][-1]  # an open first line joins the rhyme only with a character of its group
+            if not self.fm.level[tok] & self.groups:
+                self.alive = [n for n in self.alive if not n.endswith("首句入韵")] or self.alive
+
+    def _broken(self, note: str, relax: bool) -> None:
+        if not relax:
+            raise ValueError(f"{note} (relax_locked=True accepts it, listed in the poem's relaxations)")
+        self._relax(f"accepted (relax_locked): {note}")
+
+    # -- decoding -----------------------------------------------------------------------------------
+
+    def _choose_first_line(self, names: list[str], token: int) -> list[str]:
+        """An open first line rhymes only in the locked rhyme group (a polyphone read 仄 stays unrhymed)."""
+        if self.groups and not self.fm.level[token] & self.groups:
+            return [n for n in names if not n.endswith("首句入韵")] or names
+        return super()._choose_first_line(names, token)
+
+    def _rhyme_mask(self) -> np.ndarray | None:
+        if self.pos == self.length - 1 and self._first_line_rhyme_open() and self.groups:
+            mask = self._open_cache.get(self.groups)  # the rhyme is known: an open first line may join it
+            if mask is None:
+                mask = self._open_cache[self.groups] = _frozen(self.fm.group_mask(self.groups) | self.fm.ze)
+            return mask
+        mask = super()._rhyme_mask()
+        if mask is None or self.line in self.locked or not self.reserved:
+            return mask
+        mask = mask.copy()
+        mask[list(self.reserved)] = False
+        return _frozen(mask) if mask.any() else None
 
 
 class MaskVectors:
