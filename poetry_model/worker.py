@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # on the child's path, wherever the parent runs
+
+
+EDIT_CALLS = ("alternatives", "replace")  # Poet methods a PoetWorker runs besides generate (`call`)
+CALL_KEY = "__call__"                     # marks such a request among generate's keyword arguments
 
 
 class WorkerError(RuntimeError):
@@ -309,6 +313,13 @@ class PoetWorker:
     def generate(self, prompt: str = "", **kwargs: Any) -> list[dict[str, Any]]:
         return self.submit(prompt, **kwargs).result()
 
+    def call(self, method: str, **kwargs: Any) -> Future:
+        """`Poet.alternatives` or `Poet.replace` in the child, held and re-sent like `submit`; the Future
+        gives its JSON (the list of alternatives, or the edited poem's dict) or its exception."""
+        if method not in EDIT_CALLS:
+            raise ValueError(f"method must be one of {', '.join(EDIT_CALLS)}, got {method!r}")
+        return self.submit(**{CALL_KEY: method, **kwargs})
+
     def _sweep(self) -> None:
         """Fail held requests whose wait is over with a message saying when to try again."""
         while True:
@@ -381,11 +392,26 @@ def serve(inbox: Connection, outbox: Connection) -> int:
             message = (request_id, False, _portable(exc))
         _send(outbox, lock, message)
 
+    def edit(request_id: int, kwargs: dict[str, Any]) -> None:
+        kwargs = dict(kwargs)
+        method = kwargs.pop(CALL_KEY)
+        kwargs.pop("prompt", None)  # submit's default; an edit's prompt is its text
+        try:
+            out = getattr(poet, method)(**kwargs)
+            message = (request_id, True, out.to_dict() if hasattr(out, "to_dict") else out)
+        except Exception as exc:  # noqa: BLE001 - the request's own error, sent back to it
+            message = (request_id, False, _portable(exc))
+        _send(outbox, lock, message)
+
+    edits = ThreadPoolExecutor(1, thread_name_prefix="poet-edits")
     while True:
         try:
             request_id, kwargs, stream = inbox.recv()
         except (EOFError, OSError):
             return 0
+        if CALL_KEY in kwargs:  # alternatives / replace: one at a time, beside the batcher's decoding
+            edits.submit(edit, request_id, kwargs)
+            continue
         on_line = (lambda event, i=request_id: _send(outbox, lock, (i, None, event))) if stream else None
         try:
             future = batcher.submit(**kwargs, on_line=on_line)
