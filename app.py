@@ -115,7 +115,7 @@ if __name__ == "__main__":
 
 import gradio as gr  # noqa: E402
 
-from app_render import POEM_CSS, render_result, toast_text  # noqa: E402
+from app_render import POEM_CSS, render_partial, render_result, toast_text  # noqa: E402
 from poetry_model.generation.config import (  # noqa: E402  (light: no torch)
     DEFAULT_MAX_LENGTH,
     GenerationConfig,
@@ -128,11 +128,13 @@ from poetry_model.generation.config import (  # noqa: E402  (light: no torch)
     request_cost,
 )
 
-APP_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
-              "top_k", "top_p", "style", "num_candidates", "seed", "script")
+PAGE_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
+               "top_k", "top_p", "style", "num_candidates", "seed", "script")  # the page's controls, in order
+APP_PARAMS = (*PAGE_PARAMS, "locked", "relax_locked")                           # /generate's arguments
 # The library's defaults, in this app's conventions: the form by its Chinese name, seed -1 = random, top_k 0 = no limit.
 DEFAULTS: dict[str, Any] = {**{k: GenerationConfig.default(k) for k in APP_PARAMS}, "form": "自由", "seed": -1,
                             "top_k": GenerationConfig.default("top_k") or 0}
+MAX_LINES = 8                 # a 律诗: the most lines that can be locked (locking needs a fixed form)
 D = DEFAULTS
 PARAMS = APP_PARAMS
 
@@ -166,7 +168,8 @@ COPY_JS = """() => {
 
 # The API page: each parameter's help is the library's (GenerationConfig), with this app's conventions.
 APP_CONVENTIONS = {"form": "自由 (free), 五绝, 七绝, 五律, 七律", "top_k": "0 or null = no limit",
-                   "seed": "-1 or null = a random seed (reported with the poems)"}
+                   "seed": "-1 or null = a random seed (reported with the poems)",
+    "locked": 'e.g. {"1": "白日依山尽"}: line 1 (from 0) kept verbatim, the others written around it'}
 API_DOC = "\n".join([
     'Write poems. Returns {"poems": [...], "request", "settings", "elapsed_ms"}; each poem has text, lines, '
     "score and score_parts, prosody (per-character tones, rhyme, violations), copy (nearest corpus poem, "
@@ -175,8 +178,39 @@ API_DOC = "\n".join([
       for k in APP_PARAMS)])
 
 
-PUBLIC_ENDPOINTS = ("card", "generate")
-ENDPOINT_PARAMS = {"card": CARD_PARAMS}  # api_name -> its inputs' names, for messages (default: APP_PARAMS)
+PUBLIC_ENDPOINTS = ("alternatives", "card", "generate", "replace")
+ENDPOINT_PARAMS = {  # api_name -> its inputs' names, for messages (default: APP_PARAMS)
+    "card": CARD_PARAMS, "generate_page": PAGE_PARAMS,
+    "alternatives": ("text", "position", "k", "settings"), "replace": ("text", "position", "char", "settings")}
+MAX_ALTERNATIVES = 20         # characters one /alternatives call lists at most
+PAGE_ALTERNATIVES = 8         # shown on the page
+ALTERNATIVES_DOC = (
+    "The k most probable characters at one position of a poem that keep every rule active there (form, rhyme, "
+    "tones, acrostic, locked lines, 对仗 bias; the copy guard), with the model's probability after those rules. "
+    'Returns {"text", "position", "char" (the one there now), "alternatives": [{"char", "prob"}, ...]}. Args: '
+    "text: the poem's text (punctuation included, no spaces); position: an index into it (a character, not "
+    f"punctuation); k: 1 to {MAX_ALTERNATIVES}; settings: the `request` of a /generate result (form, acrostic, "
+    "locked, ...; null = defaults).")
+REPLACE_DOC = (
+    "A poem with one character replaced (pick it from /alternatives). The poem is kept when every later "
+    'character still fits the rules (edit "kept"), else the rest is written again from the new character under '
+    'the same settings and seed (edit "recontinued"). Returns a /generate-like result with one poem and "edit". '
+    "Args: text, position, char (one character), settings (the `request` of a /generate result).")
+# JS: a click on a character of the first poem puts its position in the Position box and asks for alternatives.
+CLICK_JS = """() => {
+  document.addEventListener('click', (e) => {
+    const ch = e.target.closest && e.target.closest('#poems .poems:not(.streaming) .poem-card:first-child ruby[data-pos]');
+    if (!ch) return;
+    document.querySelectorAll('#poems ruby.picked').forEach(r => r.classList.remove('picked'));
+    ch.classList.add('picked');
+    const box = document.querySelector('#alt_position input');
+    box.value = ch.dataset.pos;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    box.dispatchEvent(new Event('change', {bubbles: true}));
+    setTimeout(() => document.querySelector('#alt_show').click(), 50);
+  });
+  return [];
+}"""
 
 
 class BadInput(ValueError):
@@ -195,6 +229,17 @@ def _range(name: str, value: Any, hi: float | None = None) -> float:
     """A number in the library's range for `name` (capped at `hi`, this app's own limit)."""
     meta = GenerationConfig.meta(name)
     return check_number(name, value, meta["lo"], min(meta["hi"], hi or meta["hi"]), open_low=meta["open_low"])
+
+
+def _locked(value: Any) -> dict[str, str] | None:
+    """Locked lines {line index: text} as JSON gives them (keys strings); the library checks the lines."""
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict):
+        raise BadInput(f"locked must be an object {{line index: line text}}, got {type(value).__name__}")
+    if len(value) > MAX_LINES:
+        raise BadInput(f"locked: at most {MAX_LINES} lines, got {len(value)}")
+    return {str(k)[:20]: _string(f"locked line {str(k)[:20]}", v) for k, v in value.items()}
 
 
 def request_kwargs(**raw: Any) -> dict[str, Any]:
@@ -222,6 +267,7 @@ def request_kwargs(**raw: Any) -> dict[str, Any]:
         num_candidates=check_integer("num_candidates", v["num_candidates"], 1, APP_MAX_CANDIDATES, whole_floats=True),
         seed=None if seed is None or seed < 0 else seed,
         script=_string("script", v["script"]) or "auto",
+        locked=_locked(v["locked"]), relax_locked=check_flag("relax_locked", v["relax_locked"]),
     )
     check_cost(request_cost(kwargs["num_candidates"], len(kwargs["style"]),
                             poem_length(kwargs["form"], DEFAULT_MAX_LENGTH)), APP_MAX_COST)
@@ -308,7 +354,8 @@ def permalink_query(request: dict[str, Any]) -> str:
 def _query_value(value: Any) -> str:
     """A value in a query string, readable: Chinese characters as they are (browsers encode them),
     everything else that is not a letter or digit percent-encoded."""
-    text = "1" if value is True else "0" if value is False else str(value)
+    text = ("1" if value is True else "0" if value is False else
+            json.dumps(value, ensure_ascii=False, separators=(",", ":")) if isinstance(value, dict) else str(value))
     return "".join(c if c.isalnum() else quote(c, safe="") for c in text)
 
 
@@ -321,10 +368,15 @@ def parse_permalink(query: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
             continue
         raw, default = query[key], DEFAULTS[key]
         try:
-            if isinstance(default, bool):
+            if key == "locked":
+                try:
+                    value: Any = json.loads(raw)
+                except ValueError:
+                    raise ValueError(f'locked must be JSON like {{"1":"白日依山尽"}}, got {raw[:40]!r}') from None
+            elif isinstance(default, bool):
                 if raw.lower() not in ("1", "0", "true", "false"):
                     raise ValueError(f"{key} must be 1 or 0, got {raw[:40]!r}")
-                value: Any = raw.lower() in ("1", "true")
+                value = raw.lower() in ("1", "true")
             elif isinstance(default, (int, float)):
                 try:
                     value = int(raw) if isinstance(default, int) else float(raw)
@@ -361,6 +413,62 @@ def card_inputs(result: dict | None) -> tuple[str, str, str, list[str] | None, s
 
 
 # ---------------------------------------------------------------------------------------------
+# Writing with the poet: locked lines, alternatives, replacing a character
+
+
+def request_of(settings: dict | None) -> dict[str, Any]:
+    """A result's `request` (this app's conventions) checked, with defaults for what it leaves out."""
+    if settings is not None and not isinstance(settings, dict):
+        raise BadInput(f"settings must be an object (a /generate result's request), got {type(settings).__name__}")
+    request_kwargs(**(settings or {}))  # unknown names and bad values are refused here
+    return {**DEFAULTS, **(settings or {})}
+
+
+def edit_args(text: Any, position: Any, settings: dict | None) -> dict[str, Any]:
+    """Keyword arguments of Poet.alternatives / Poet.replace: the text, the position and the settings
+    (the library's names; no prompt: the edited text is the poem)."""
+    kwargs = request_kwargs(**request_of(settings))
+    del kwargs["prompt"]
+    text = _string("text", text)
+    return {"text": text, "position": check_integer("position", position, 0, max(0, len(text) - 1),
+                                                     whole_floats=True), **kwargs}
+
+
+async def edit_call(generator, method: str, **kwargs: Any) -> Any:
+    """Poet.alternatives / Poet.replace through the generator: in the worker's child process, or
+    (a Batcher, in process) in a thread. Returns JSON."""
+    try:
+        if hasattr(generator, "call"):
+            return await asyncio.wrap_future(generator.call(method, **kwargs))
+        out = await asyncio.to_thread(getattr(generator.poet, method), **kwargs)
+        return out.to_dict() if hasattr(out, "to_dict") else out
+    except ValueError as exc:  # the library reads the edited text as a prompt: name it as this API does
+        message = str(exc)
+        raise ValueError("text" + message[len("prompt"):] if message.startswith("prompt ") else message) from None
+
+
+def line_and_column(lines: list[str], position: int) -> tuple[int, int]:
+    """1-based line and character of a text index."""
+    for i, line in enumerate(lines):
+        if position < len(line):
+            return i + 1, position + 1
+        position -= len(line)
+    return len(lines), position + 1
+
+
+def edit_rows(result: dict) -> list:
+    """Updates of the lock boxes and line boxes: the best poem's lines (fixed forms only), ticked
+    where the request locked them."""
+    poem = result["poems"][0]
+    locked = {str(k) for k in (result.get("request") or {}).get("locked") or {}}
+    fixed = (poem.get("settings") or {}).get("form") in ("五绝", "七绝", "五律", "七律")
+    lines = poem["lines"] if fixed else []
+    ticks = [gr.update(visible=i < len(lines), value=str(i) in locked) for i in range(MAX_LINES)]
+    boxes = [gr.update(visible=i < len(lines), value=lines[i] if i < len(lines) else "") for i in range(MAX_LINES)]
+    return ticks + boxes
+
+
+# ---------------------------------------------------------------------------------------------
 # The Blocks
 
 
@@ -384,13 +492,45 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                        tone_strength: float = D["tone_strength"], temperature: float = D["temperature"],
                        top_k: int | None = D["top_k"], top_p: float = D["top_p"], style: str = D["style"],
                        num_candidates: int = D["num_candidates"], seed: int | None = D["seed"],
-                       script: str = D["script"]) -> dict:
+                       script: str = D["script"], locked: dict | None = D["locked"],
+                       relax_locked: bool = D["relax_locked"]) -> dict:
         return await run_request(generator, dict(
             prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme, rhyme_strength=rhyme_strength, tones=tones,
             tone_strength=tone_strength, temperature=temperature, top_k=top_k, top_p=top_p, style=style,
-            num_candidates=num_candidates, seed=seed, script=script))
+            num_candidates=num_candidates, seed=seed, script=script, locked=locked, relax_locked=relax_locked))
 
     generate.__doc__ = API_DOC
+
+    async def alternatives(text: str, position: int, k: int = 5, settings: dict | None = None) -> dict:
+        t0 = time.perf_counter()
+        raw = dict(text=text, position=position, k=k, settings=settings)
+        try:
+            args = edit_args(text, position, settings)
+            args["k"] = check_integer("k", k, 1, MAX_ALTERNATIVES, whole_floats=True)
+            found = await edit_call(generator, "alternatives", **args)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            raise _failed(exc, raw) from None
+        return {"text": args["text"], "position": args["position"], "char": args["text"][args["position"]],
+                "alternatives": found, "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+    alternatives.__doc__ = ALTERNATIVES_DOC
+
+    async def replace(text: str, position: int, char: str, settings: dict | None = None) -> dict:
+        t0 = time.perf_counter()
+        raw = dict(text=text, position=position, char=char, settings=settings)
+        try:
+            args = edit_args(text, position, settings)
+            poem = await edit_call(generator, "replace", char=_string("char", char), **args)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            raise _failed(exc, raw) from None
+        request = {**request_of(settings), "seed": poem["seed"]}
+        if poem.get("edit") == "recontinued":  # the same settings with the edited text up to the new character
+            request["prompt"] = poem["text"][:args["position"] + 1]
+        result = {"poems": [poem], "request": request, "settings": poem.get("settings") or {},
+                  "edit": poem.get("edit"), "elapsed_ms": round(1000 * (time.perf_counter() - t0), 1)}
+        return result
+
+    replace.__doc__ = REPLACE_DOC
 
     def page_outputs(result: dict) -> tuple[str, dict]:
         for poem in result["poems"]:
@@ -401,8 +541,76 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
             gr.Warning(f"{asked - len(result['poems'])} 首重复已合并 · duplicate candidate(s) merged")
         return render_result(result), result
 
+    async def stream_page(raw: dict[str, Any]):
+        """(HTML, JSON) of the poem so far each time a line is decoded, then the ranked poems."""
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue = asyncio.Queue()
+        try:
+            kwargs = request_kwargs(**raw)
+            done = asyncio.wrap_future(generator.submit(
+                **kwargs, on_line=lambda event: loop.call_soon_threadsafe(lines.put_nowait, event["lines"])))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            raise _failed(exc, raw) from None
+        while not done.done():
+            line = asyncio.ensure_future(lines.get())
+            await asyncio.wait({line, done}, return_when=asyncio.FIRST_COMPLETED)
+            if line.done():
+                yield render_partial(line.result()), gr.update()
+            else:
+                line.cancel()
+        try:
+            poems = done.result()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            raise _failed(exc, raw) from None
+        yield page_outputs(_result(poems, kwargs, t0))
+
     async def generate_page(*values):
-        return page_outputs(await generate(*values))
+        async for out in stream_page(dict(zip(PAGE_PARAMS, values))):
+            yield out
+
+    async def regenerate_page(*values):
+        """Generate again with the ticked or edited lines locked (as they read now), the page's settings and seed."""
+        n = len(PAGE_PARAMS)
+        page, relax, result, ticks, texts = (values[:n], values[n], values[n + 1], values[-2 * MAX_LINES:-MAX_LINES],
+                                             values[-MAX_LINES:])
+        shown = (((result or {}).get("poems") or [{}])[0]).get("lines") or []
+        edited = [i < len(shown) and (text or "").strip() != shown[i] for i, text in enumerate(texts)]
+        locked = {str(i): text for i, (tick, text, changed) in enumerate(zip(ticks, texts, edited))
+                  if (tick or changed) and i < len(shown)}
+        if not locked:
+            gr.Warning("没有锁定的句子 · no line is locked: tick 锁 beside the lines to keep")
+        raw = {**dict(zip(PAGE_PARAMS, page)), "locked": locked or None, "relax_locked": relax}
+        try:
+            async for out in stream_page(raw):
+                yield out
+        except gr.Error as exc:
+            if "relax_locked" in exc.message:
+                raise gr.Error(exc.message + " · 勾选「放宽」可保留此句 · tick 'Relax' to keep the line anyway",
+                               title=exc.title, print_exception=False) from None
+            raise
+
+    async def show_alternatives(result: dict | None, position: Any):
+        """The alternatives at a character of the best poem, as choices to pick from."""
+        poem = ((result or {}).get("poems") or [None])[0]
+        if poem is None:
+            raise gr.Error("先作诗 · write a poem first", print_exception=False)
+        found = await alternatives(poem["text"], position, PAGE_ALTERNATIVES, result.get("request"))
+        line, column = line_and_column(poem["lines"], found["position"])
+        choices = [(f"{a['char']}  {100 * a['prob']:.1f}%", a["char"]) for a in found["alternatives"]]
+        note = (f"第{line}句第{column}字「{found['char']}」: {len(choices)} 个合律的候选字 · alternative(s) that keep "
+                "every rule here (model probability after the rules); pick one and press 换上 Use it")
+        return gr.update(choices=choices, value=None), note
+
+    async def apply_alternative(result: dict | None, position: Any, char: str | None):
+        poem = ((result or {}).get("poems") or [None])[0]
+        if poem is None or not char:
+            raise gr.Error("先点一个字，再选候选 · click a character, then pick an alternative", print_exception=False)
+        edited = await replace(poem["text"], position, char, result.get("request"))
+        kept = edited["edit"] == "kept"
+        note = (f"「{toast_text(char)}」 换上 · put in: " + ("保留 kept — every later character still fits the rules"
+                if kept else "重写 re-continued — the rest was written again from that character"))
+        return (*page_outputs(edited), gr.update(choices=[], value=None), note)
 
     async def card(text: str, title: str = "", form: str = "", tone_marks: bool = True) -> str:
         return await asyncio.to_thread(make_card, text, title, form, tone_marks)
@@ -410,12 +618,14 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
     card.__doc__ = CARD_DOC
 
     async def after_generate(result: dict | None, tone_marks: bool):
-        """The best poem's card, its text for the card's options, and the permalink of the poem."""
+        """The best poem's card, its text for the card's options, the permalink of the poem (none for a
+        hand-kept edit: no settings write it) and its lines in the edit rows."""
         text, title, form, tones, footer = card_inputs(result)
         if not text:
-            return gr.update(), gr.update(), gr.update(), gr.update(), ""
+            return [gr.update()] * (5 + 2 * MAX_LINES)
         path = await asyncio.to_thread(make_card, text, title, form, tone_marks, tones, footer)
-        return text, title, form, gr.update(value=path, interactive=True), permalink_query(result["request"])
+        link = "" if result.get("edit") == "kept" else permalink_query(result["request"])
+        return [text, title, form, gr.update(value=path, interactive=True), link, *edit_rows(result)]
 
     async def from_permalink(request: gr.Request):
         """Opening the page with settings in its query string: fill them in and write that poem."""
@@ -431,7 +641,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         except gr.Error as exc:  # the settings together are refused: the page shows them and says why
             gr.Warning(exc.message)
             html, result = gr.update(), gr.update()
-        return [filled[k] for k in PARAMS] + [html, result]
+        return [filled[k] for k in PAGE_PARAMS] + [html, result]
 
     with gr.Blocks(title="唐诗生成器 · Tang poetry generator") as demo:
         gr.Markdown("# 唐诗生成器 · Tang poetry generator\n"
@@ -484,6 +694,28 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                 permalink = gr.Textbox(label="链接参数 Permalink (also in the address bar)", interactive=False,
                                        elem_id="permalink", max_lines=1,
                                        info="打开带此参数的网址即得同一首诗 · the page URL with it gives this poem again")
+                with gr.Accordion("同写 Write with the poet", open=True, elem_id="cowrite"):
+                    gr.Markdown("点诗中任一字看合律的候选字 · click a character of the first poem for alternatives "
+                                "that keep every rule. 改句并锁定，再「重写其余」· edit lines, lock them, and "
+                                "regenerate the rest (fixed forms).", elem_id="cowrite_help")
+                    with gr.Row(equal_height=True):
+                        alt_position = gr.Number(None, label="字位 Position", precision=0, minimum=0, scale=1,
+                                                 elem_id="alt_position", info="index in the poem's text")
+                        alt_show = gr.Button("候选字 Alternatives", elem_id="alt_show", scale=1)
+                    alt_choices = gr.Radio([], label="候选 Alternatives", elem_id="alt_choices")
+                    alt_apply = gr.Button("换上 Use it", elem_id="alt_apply")
+                    edit_status = gr.Markdown("", elem_id="edit_status")
+                    locks, line_boxes = [], []
+                    for i in range(MAX_LINES):
+                        with gr.Row(equal_height=True, visible=True):
+                            locks.append(gr.Checkbox(False, label=f"锁 {i + 1}", elem_id=f"lock_{i}", scale=0,
+                                                     min_width=80, visible=False, interactive=True))
+                            line_boxes.append(gr.Textbox(show_label=False, elem_id=f"line_{i}", max_lines=1,
+                                                         scale=4, visible=False, interactive=True))
+                    relax_locked = gr.Checkbox(False, label="放宽 Relax: keep locked lines that break tone or rhyme",
+                                               elem_id="relax_locked")
+                    gr.Markdown("改过的句子自动锁定 · an edited line is locked too", elem_id="lock_help")
+                    regenerate = gr.Button("重写其余 Regenerate the rest", elem_id="regenerate")
                 with gr.Accordion("诗笺 Poem card", open=False, elem_id="card_options"):
                     card_text = gr.Textbox(label="诗 Poem", elem_id="card_text", lines=2,
                                            info="第一首（可改）· the best poem (editable)")
@@ -499,11 +731,24 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                   style, num_candidates, seed, script]
         gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",
                     elem_id="examples")
-        after = dict(fn=after_generate, inputs=[poems_json, card_marks],
-                     outputs=[card_text, card_title, card_form, card_download, permalink], api_visibility="private")
+        after = dict(fn=after_generate, inputs=[poems_json, card_marks], api_visibility="private",
+                     outputs=[card_text, card_title, card_form, card_download, permalink, *locks, *line_boxes])
         done = go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
                         api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency)
         done.success(**after).success(None, permalink, None, js=PERMALINK_JS)
+        again = regenerate.click(regenerate_page, [*inputs, relax_locked, poems_json, *locks, *line_boxes],
+                                 [poems_html, poems_json],
+                                 api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency)
+        again.success(**after).success(None, permalink, None, js=PERMALINK_JS)
+        alt_show.click(show_alternatives, [poems_json, alt_position], [alt_choices, edit_status],
+                       api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency)
+        picked = alt_apply.click(apply_alternative, [poems_json, alt_position, alt_choices],
+                                 [poems_html, poems_json, alt_choices, edit_status], api_visibility="private",
+                                 concurrency_id="poet", concurrency_limit=concurrency)
+        picked.success(**after).success(None, permalink, None, js=PERMALINK_JS)
+        demo.load(None, None, None, js=CLICK_JS)
+        gr.api(alternatives, api_name="alternatives", concurrency_id="poet", concurrency_limit=concurrency)
+        gr.api(replace, api_name="replace", concurrency_id="poet", concurrency_limit=concurrency)
         # A permalink (?form=七绝&seed=7...): gradio hands the page's query string to this load event.
         loaded = demo.load(from_permalink, None, [*inputs, poems_html, poems_json], api_visibility="private",
                            concurrency_id="poet", concurrency_limit=concurrency)
