@@ -182,6 +182,8 @@ PUBLIC_ENDPOINTS = ("alternatives", "card", "generate", "replace")
 ENDPOINT_PARAMS = {  # api_name -> its inputs' names, for messages (default: APP_PARAMS)
     "card": CARD_PARAMS, "generate_page": PAGE_PARAMS,
     "alternatives": ("text", "position", "k", "settings"), "replace": ("text", "position", "char", "settings")}
+# Arguments added to an endpoint after its first version: a call without them gets these defaults.
+OPTIONAL_TAIL = {"generate": {"locked": None, "relax_locked": False}}
 MAX_ALTERNATIVES = 20         # characters one /alternatives call lists at most
 PAGE_ALTERNATIVES = 8         # shown on the page
 ALTERNATIVES_DOC = (
@@ -801,13 +803,18 @@ class RequestLimits:
         if self.endpoints and scope["method"] == "POST" and (path.startswith(self.CALLS) or path == "/gradio_api/queue/join"):
             body = await _read_body(receive)
             problem = self._check_call(path, body)
-            if problem:
+            if isinstance(problem, bytes):  # completed with the defaults of newer optional arguments
+                body = problem
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+                         + [(b"content-length", str(len(body)).encode())]}
+            elif problem:
                 return await _refuse(send, *problem)
             receive = _replay(body, receive)
         return await self.app(scope, receive, send)
 
-    def _check_call(self, path: str, body: bytes) -> tuple[int, str] | None:
-        """(status, message) when the call names no endpoint or has too few values, else None."""
+    def _check_call(self, path: str, body: bytes) -> tuple[int, str] | bytes | None:
+        """(status, message) when the call names no endpoint or has too few values; the body completed
+        when only arguments added later (OPTIONAL_TAIL) are missing, so older clients keep working; else None."""
         try:
             payload = json.loads(body) if body else {}
         except (ValueError, RecursionError):
@@ -827,9 +834,13 @@ class RequestLimits:
             inputs = self.endpoints[name][1]
         data = payload.get("data")
         if isinstance(data, list) and len(data) < len(inputs):
-            missing = ", ".join(inputs[len(data):])
-            return 422, (f"invalid input: data: /{name} takes {len(inputs)} values in this order "
-                         f"({', '.join(inputs)}), got {len(data)}; missing: {missing}")
+            tail = OPTIONAL_TAIL.get(name, {})
+            if all(n in tail for n in inputs[len(data):]):
+                return json.dumps({**payload, "data": data + [tail[n] for n in inputs[len(data):]]}).encode()
+            needed = [n for n in inputs if n not in tail]
+            later = f", then optionally {', '.join(tail)}" if tail else ""
+            return 422, (f"invalid input: data: /{name} takes {len(needed)} values in this order "
+                         f"({', '.join(needed)}){later}, got {len(data)}; missing: {', '.join(needed[len(data):])}")
         return None
 
 

@@ -127,3 +127,93 @@ def test_couplet_marks_show_each_couplets_parallelism(client):
     assert len(scores) == 4  # lines 1-2, 3-4, 5-6, 7-8
     for i, score in enumerate(scores, 1):
         assert f"data-couplet='{i}'" in page and f"对仗 {score:.2f}</span>" in page
+
+
+# ---------------------------------------------------------------------------------------------
+# Locked lines, alternatives, replacing a character (the library's Poet.generate(locked=...),
+# Poet.alternatives and Poet.replace, run in the server's generator process)
+
+LOCKED = "明月何时照我还"
+
+
+def test_locked_line_is_kept_verbatim(client):
+    result = client.predict(form="七绝", seed=5, locked={"1": LOCKED}, api_name="/generate")
+    poem = result["poems"][0]
+    assert poem["lines"][1] == LOCKED + "。" and len(poem["lines"]) == 4
+    assert result["request"]["locked"] == {"1": LOCKED} and poem["prosody"]["violations"] == []
+    assert all(len(line) == 8 for line in poem["lines"])
+
+
+def test_a_locked_line_that_breaks_the_tones_is_named_and_can_be_relaxed(client):
+    with pytest.raises(AppError) as err:
+        client.predict(form="七绝", seed=5, locked={"1": "一月入夜落日去"}, api_name="/generate")
+    assert "locked line 1: character 4 '夜' is 仄" in str(err.value) and "relax_locked" in str(err.value)
+    poem = client.predict(form="七绝", seed=5, locked={"1": "一月入夜落日去"}, relax_locked=True,
+                          api_name="/generate")["poems"][0]
+    assert poem["lines"][1] == "一月入夜落日去。" and any("relax_locked" in r for r in poem["relaxations"])
+
+
+@pytest.mark.parametrize("locked, words", [
+    ({"1": "明月"}, "locked line 1: 2 characters, 七绝 lines have 7"),
+    ({"1": "hello世界你好呀"}, "outside the model's vocabulary"),
+    ({"9": LOCKED}, "a line index must be an integer from 0 to 3"),
+    (["明月何时照我还"], "locked must be an object"),
+    ({str(i): LOCKED for i in range(9)}, "locked: at most 8 lines"),
+])
+def test_bad_locked_lines_are_named(client, locked, words):
+    with pytest.raises(AppError) as err:
+        client.predict(form="七绝", seed=5, locked=locked, api_name="/generate")
+    assert words in str(err.value)
+
+
+def test_alternatives_keep_the_rules_and_replace_says_kept_or_recontinued(client):
+    result = client.predict(form="七绝", seed=5, api_name="/generate")
+    text, request = result["poems"][0]["text"], result["request"]
+    found = client.predict(text, 3, 6, request, api_name="/alternatives")
+    alts = found["alternatives"]
+    assert found["char"] == text[3] and 1 <= len(alts) <= 6
+    assert [a["prob"] for a in alts] == sorted((a["prob"] for a in alts), reverse=True) and sum(a["prob"] for a in alts) <= 1.0001
+    head = client.predict(text, 0, 5, {**request, "acrostic": text[0] + text[8] + text[16] + text[24]},
+                          api_name="/alternatives")["alternatives"]
+    assert head == [{"char": text[0], "prob": 1.0}]  # an acrostic head allows one character
+
+    for alt in alts[:2]:
+        edited = client.predict(text, 3, alt["char"], request, api_name="/replace")
+        poem = edited["poems"][0]
+        assert poem["text"][3] == alt["char"] and edited["edit"] in ("kept", "recontinued")
+        assert poem["text"][:3] == text[:3] and len(poem["text"]) == len(text)
+        if edited["edit"] == "kept":
+            assert poem["text"][4:] == text[4:]
+        else:  # the same settings with the text up to the new character as the prompt give it again
+            assert edited["request"]["prompt"] == poem["text"][:4]
+            again = client.predict(api_name="/generate", **edited["request"])["poems"][0]["text"]
+            assert again == poem["text"]
+
+
+@pytest.mark.parametrize("endpoint, args, words", [
+    ("/alternatives", (99, 5), "position must be an integer from 0 to 31"),
+    ("/alternatives", (-1, 5), "position must be an integer from 0 to 31"),
+    ("/alternatives", (7, 5), "is the punctuation '，'"),
+    ("/alternatives", (3, 10**9), "k must be an integer from 1 to 20"),
+    ("/alternatives", (3, 0), "k must be an integer from 1 to 20"),
+    ("/replace", (3, "xy"), "char must be one character"),
+    ("/replace", (3, "a"), "outside the model's vocabulary"),
+    ("/replace", (3, "<"), "outside the model's vocabulary"),
+])
+def test_bad_edit_inputs_are_named_and_the_server_keeps_serving(client, endpoint, args, words):
+    result = client.predict(form="七绝", seed=5, api_name="/generate")
+    text = result["poems"][0]["text"]
+    with pytest.raises(AppError) as err:
+        client.predict(text, *args, result["request"], api_name=endpoint)
+    assert words in str(err.value) and "<" not in str(err.value).replace("'&lt;'", "")
+
+
+def test_bad_edit_texts_and_settings_are_named(client):
+    for args, words in [(("hello", 1, 5, None), "text has 4 character(s) outside the model's vocabulary"),
+                        (("春眠不觉晓，", 1, 5, {"nope": 1}), "unknown parameter(s): nope"),
+                        (("春眠不觉晓，", 1, 5, {"form": "七绝"}), "text does not fit"),
+                        (("春眠不觉晓，", 1, 5, {"locked": "x"}), "locked must be an object")]:
+        with pytest.raises(AppError) as err:
+            client.predict(*args, api_name="/alternatives")
+        assert words in str(err.value), (args, str(err.value))
+    assert client.predict("春眠不觉晓，", 1, 3, None, api_name="/alternatives")["alternatives"]

@@ -103,3 +103,71 @@ def test_card_download_and_copy_text(context, shipped_server, tmp_path):
     page.locator("#copy_text").click()
     page.wait_for_function("async () => (await navigator.clipboard.readText()).length > 0")
     assert page.evaluate("navigator.clipboard.readText()") == "\n".join(lines)
+
+
+def test_edit_and_lock_a_line_then_regenerate_the_rest(context, shipped_server):
+    page = open_page(context, f"{shipped_server.url}?form=七律&seed=3")
+    before = best_lines(page)
+    assert len(before) == 8
+    box = page.locator("#line_1 input, #line_1 textarea").first
+    page.wait_for_function("() => document.querySelector('#line_1 input, #line_1 textarea')?.value")
+    assert box.input_value() == before[1]
+    box.fill("明月何时照我还")                 # an edited line is locked when regenerating
+    page.locator("#lock_4 input").check()      # and a ticked one as it stands
+    page.locator("#regenerate").click()
+    page.wait_for_function("() => document.querySelector('#poems .poems:not(.streaming) .poem-line.locked')")
+    after = best_lines(page)
+    assert after[1] == "明月何时照我还。" and after[4] == before[4] and after != before
+    assert page.locator("#poems .poem-card").first.locator(".poem-line.locked").count() == 2
+    assert page.locator("#lock_1 input").is_checked() and page.locator("#lock_4 input").is_checked()
+    page.wait_for_url("**locked=**")           # the permalink holds the locked lines too
+
+
+def test_click_a_character_pick_an_alternative(context, shipped_server):
+    page = open_page(context, f"{shipped_server.url}?form=七绝&seed=5")
+    before = "".join(best_lines(page))
+    page.locator("#poems .poem-card").first.locator("ruby[data-pos='3']").click()
+    choices = page.locator("#alt_choices label")
+    choices.first.wait_for()
+    assert page.locator("#alt_position input").input_value() == "3"
+    labels = choices.all_inner_texts()
+    assert 1 <= len(labels) <= 8 and all(label.strip().endswith("%") for label in labels)
+    pick = labels[1].split()[0] if len(labels) > 1 else labels[0].split()[0]
+    choices.filter(has_text=labels[1] if len(labels) > 1 else labels[0]).click()
+    page.locator("#alt_apply").click()
+    status = page.get_by_text("换上 · put in").first
+    status.wait_for()
+    after = "".join(best_lines(page))
+    assert after[3] == pick and after[:3] == before[:3]
+    said = page.locator("#edit_status").inner_text()
+    if "kept" in said:
+        assert after[4:] == before[4:]
+    else:
+        assert "re-continued" in said
+    assert "改字 edit" in page.locator("#poems .poem-card").first.inner_text()
+
+
+def test_lines_stream_in_before_the_poem_is_done(context, shipped_server):
+    page = open_page(context, shipped_server.url)
+    page.locator("#form").get_by_label("七律").check()
+    page.locator("#seed input").fill("3")
+    page.locator("#num_candidates input[type=number]").fill("8")
+    page.evaluate("""() => {
+        window.__seen = []; window.__t0 = null;
+        document.querySelector('#generate').addEventListener('click', () => { window.__t0 = performance.now(); },
+                                                             {capture: true});
+        new MutationObserver(() => {
+            if (window.__t0 === null) return;
+            const streaming = !!document.querySelector('#poems .poems.streaming');
+            const lines = document.querySelectorAll('#poems .poem-card:first-child .poem-line').length;
+            window.__seen.push([performance.now() - window.__t0, streaming, lines]);
+        }).observe(document.querySelector('#poems'), {childList: true, subtree: true});
+    }""")
+    page.locator("#generate").click()
+    page.locator("#poems .poems:not(.streaming) .poem-card").first.wait_for()
+    seen = page.evaluate("window.__seen")
+    partial = [(ms, n) for ms, streaming, n in seen if streaming and n > 0]
+    done = next(ms for ms, streaming, n in seen if not streaming and n == 8)
+    print(f"\nstreaming 七律 x8 candidates (shipped model): first line {partial[0][0]:.0f} ms after the click, "
+          f"whole poem {done:.0f} ms; line counts seen while streaming: {[n for _, n in partial]}")
+    assert partial and partial[0][1] < 8 and partial[0][0] <= done
