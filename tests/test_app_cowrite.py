@@ -198,14 +198,16 @@ def test_alternatives_keep_the_rules_and_replace_says_kept_or_recontinued(client
     ("/alternatives", (3, 0), "k must be an integer from 1 to 20"),
     ("/replace", (3, "xy"), "char must be one character"),
     ("/replace", (3, "a"), "outside the model's vocabulary"),
-    ("/replace", (3, "<"), "outside the model's vocabulary"),
+    ("/replace", (3, "<"), "outside the model's vocabulary: '<'"),
+    ("/replace", (3, "<b>"), "char must be one character, got '&lt;b>'"),
 ])
 def test_bad_edit_inputs_are_named_and_the_server_keeps_serving(client, endpoint, args, words):
     result = client.predict(form="七绝", seed=5, api_name="/generate")
     text = result["poems"][0]["text"]
     with pytest.raises(AppError) as err:
         client.predict(text, *args, result["request"], api_name=endpoint)
-    assert words in str(err.value) and "<" not in str(err.value).replace("'&lt;'", "")
+    assert words in str(err.value)
+    assert client.predict(text, 3, 2, result["request"], api_name="/alternatives")["alternatives"]
 
 
 def test_bad_edit_texts_and_settings_are_named(client):
