@@ -24,8 +24,8 @@ def toast_text(text: str) -> str:
 
 POEM_CSS = """
 .poems { display: flex; flex-direction: column; gap: 14px; }
-.poem-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 12px 18px;
-             background: var(--background-fill-secondary); }
+.poem-card, .poem-draft { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 12px 18px;
+                          background: var(--background-fill-secondary); }
 .poem-head { font-size: 0.9em; color: var(--body-text-color-subdued); margin-bottom: 4px; }
 .poem-head b { color: var(--body-text-color); }
 .poem-line { font-family: "Noto Serif CJK SC", "Source Han Serif SC", "WenQuanYi Micro Hei", serif;
@@ -128,10 +128,11 @@ def _lines_html(poem: dict) -> str:
 
 
 def render_partial(lines: list[str]) -> str:
-    """The lines of the poem being written (candidate 0), shown while the rest is decoded."""
+    """The lines of the poem being written (candidate 0), shown while the rest is decoded (a draft, not
+    yet a `.poem-card`: what reads the page waits for the finished poems)."""
     rows = "".join(f"<div class='poem-line' data-text='{E(line)}'>"
                    + "".join(f"<ruby>{E(ch)}<rt>&nbsp;</rt></ruby>" for ch in line) + "</div>" for line in lines)
-    return (f"<div class='poems streaming'><div class='poem-card'><div class='poem-head'>写作中 writing… "
+    return (f"<div class='poems streaming'><div class='poem-draft'><div class='poem-head'>写作中 writing… "
             f"{len(lines)} 句 line(s)</div><div class='poem'>{rows}</div></div></div>")
 
 
