@@ -437,12 +437,11 @@ def edit_args(text: Any, position: Any, settings: dict | None) -> dict[str, Any]
 
 
 async def edit_call(generator, method: str, **kwargs: Any) -> Any:
-    """Poet.alternatives / Poet.replace through the generator: in the worker's child process, or
-    (a Batcher, in process) in a thread. Returns JSON."""
+    """Poet.alternatives / Poet.replace through the generator: in the worker's child process
+    (PoetWorker.alternatives / .replace), or with a Batcher, its Poet in process. Returns JSON."""
+    target = generator if hasattr(generator, method) else generator.poet  # a PoetWorker, else a Batcher's Poet
     try:
-        if hasattr(generator, "call"):
-            return await asyncio.wrap_future(generator.call(method, **kwargs))
-        out = await asyncio.to_thread(getattr(generator.poet, method), **kwargs)
+        out = await asyncio.to_thread(getattr(target, method), **kwargs)  # blocking calls: off the event loop
         return out.to_dict() if hasattr(out, "to_dict") else out
     except ValueError as exc:  # the library reads the edited text as a prompt: name it as this API does
         message = str(exc)

@@ -12,7 +12,7 @@ import sys
 
 def _config_arguments(p: argparse.ArgumentParser) -> None:
     """One option per GenerationConfig field, with its default and help (booleans on by default get --no-X)."""
-    from .generation.config import GenerationConfig
+    from .generation.config import GenerationConfig, locked_from_text
 
     for name in GenerationConfig.names():
         if name == "prompt":
@@ -24,7 +24,7 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
             p.add_argument(*flags, dest=name, action="store_false" if default else "store_true",
                            help=("turn off: " if default else "turn on: ") + help_text)
             continue
-        kind = {"seed": int, "max_length": int, "top_k": int}.get(name) or type(default)
+        kind = {"seed": int, "max_length": int, "top_k": int, "locked": locked_from_text}.get(name) or type(default)
         if name == "top_k":
             help_text += "; 0 = no limit"
         if name == "max_length":  # None: the library's default

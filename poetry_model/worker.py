@@ -23,11 +23,12 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -36,10 +37,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # on the child's path, wherever the parent runs
-
-
-EDIT_CALLS = ("alternatives", "replace")  # Poet methods a PoetWorker runs besides generate (`call`)
-CALL_KEY = "__call__"                     # marks such a request among generate's keyword arguments
 
 
 class WorkerError(RuntimeError):
@@ -77,12 +74,12 @@ class _Held:
     """A request waiting for a decoder: its arguments, its Future, when it stops waiting, tries so far,
     and its line listener (streaming), if any."""
 
-    __slots__ = ("kwargs", "future", "deadline", "tries", "on_line")
+    __slots__ = ("kwargs", "future", "deadline", "tries", "on_line", "method")
 
     def __init__(self, kwargs: dict[str, Any], future: Future, deadline: float, tries: int = 0,
-                 on_line: Callable[[dict], Any] | None = None):
+                 on_line: Callable[[dict], Any] | None = None, method: str = "generate"):
         self.kwargs, self.future, self.deadline, self.tries = kwargs, future, deadline, tries
-        self.on_line = on_line
+        self.on_line, self.method = on_line, method
 
 
 class PoetWorker:
@@ -283,8 +280,19 @@ class PoetWorker:
         `on_line` streams: it gets {"lines": candidate 0's finished lines} each time the child decodes
         another line, from the thread that reads the child's messages (keep it quick), always before the
         Future resolves; a request sent again after a child died may repeat lines already given."""
+        return self._submit("generate", {"prompt": prompt, **kwargs}, on_line)
+
+    def alternatives(self, text: str, position: int, k: int = 5, **settings: Any) -> list[dict[str, Any]]:
+        """`Poet.alternatives` in the child: [{"char", "prob"}, ...] (its ValueErrors raised here)."""
+        return self._submit("alternatives", {"text": text, "position": position, "k": k, **settings}).result()
+
+    def replace(self, text: str, position: int, char: str, **settings: Any) -> dict[str, Any]:
+        """`Poet.replace` in the child: the edited poem's `to_dict()`, with "edit": "kept" or "recontinued"."""
+        return self._submit("replace", {"text": text, "position": position, "char": char, **settings}).result()
+
+    def _submit(self, method: str, kwargs: dict[str, Any], on_line: Callable[[dict], Any] | None = None) -> Future:
         future: Future = Future()
-        held = _Held({"prompt": prompt, **kwargs}, future, time.monotonic() + self.hold_s, on_line=on_line)
+        held = _Held(kwargs, future, time.monotonic() + self.hold_s, on_line=on_line, method=method)
         with self._lock:
             if self._closing or self._state == "failed":
                 future.set_exception(WorkerError(self.info.get("error") or "the generator was closed"))
@@ -306,19 +314,23 @@ class PoetWorker:
             self._pending[request_id] = held
             to_child = self._to_child
         try:
-            _send(to_child, self._send_lock, (request_id, held.kwargs, held.on_line is not None))
+            _send(to_child, self._send_lock, (request_id, held.method, held.kwargs, held.on_line is not None))
         except (OSError, ValueError):  # the child is gone: the supervisor re-sends what it had taken
             pass
 
     def generate(self, prompt: str = "", **kwargs: Any) -> list[dict[str, Any]]:
         return self.submit(prompt, **kwargs).result()
 
-    def call(self, method: str, **kwargs: Any) -> Future:
-        """`Poet.alternatives` or `Poet.replace` in the child, held and re-sent like `submit`; the Future
-        gives its JSON (the list of alternatives, or the edited poem's dict) or its exception."""
-        if method not in EDIT_CALLS:
-            raise ValueError(f"method must be one of {', '.join(EDIT_CALLS)}, got {method!r}")
-        return self.submit(**{CALL_KEY: method, **kwargs})
+    def stream(self, prompt: str = "", **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """`submit` as events: {"event": "line", "lines", "text"} as candidate 0's lines are decoded, then
+        {"event": "poems", "poems": the poems' dicts}; the request's error is raised by the iterator.
+        Blocking: an async server iterates it in a thread."""
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        future = self.submit(prompt, on_line=events.put, **kwargs)  # lines come before the answer
+        future.add_done_callback(lambda _: events.put(None))
+        while (event := events.get()) is not None:
+            yield {"event": "line", "lines": event["lines"], "text": "".join(event["lines"])}
+        yield {"event": "poems", "poems": future.result()}
 
     def _sweep(self) -> None:
         """Fail held requests whose wait is over with a message saying when to try again."""
@@ -385,40 +397,34 @@ def serve(inbox: Connection, outbox: Connection) -> int:
     _send(outbox, lock, ("ready", {"corpus": poet.corpus_index() is not None, "vocab_size": len(poet.vocab),
                                    "device": str(poet.device)}))
 
-    def answer(request_id: int, future: Future) -> None:
+    def answer(request_id: int, method: str, future: Future) -> None:
         try:
-            message = (request_id, True, [p.to_dict() for p in future.result()])
+            result = future.result()
+            payload = result.to_dict() if method == "replace" else \
+                result if method == "alternatives" else [p.to_dict() for p in result]
+            message = (request_id, True, payload)
         except Exception as exc:  # noqa: BLE001 - the request's own error, sent back to it
             message = (request_id, False, _portable(exc))
         _send(outbox, lock, message)
 
-    def edit(request_id: int, kwargs: dict[str, Any]) -> None:
-        kwargs = dict(kwargs)
-        method = kwargs.pop(CALL_KEY)
-        kwargs.pop("prompt", None)  # submit's default; an edit's prompt is its text
-        try:
-            out = getattr(poet, method)(**kwargs)
-            message = (request_id, True, out.to_dict() if hasattr(out, "to_dict") else out)
-        except Exception as exc:  # noqa: BLE001 - the request's own error, sent back to it
-            message = (request_id, False, _portable(exc))
-        _send(outbox, lock, message)
-
-    edits = ThreadPoolExecutor(1, thread_name_prefix="poet-edits")
+    edits = ThreadPoolExecutor(1, thread_name_prefix="poet-edits")  # alternatives and replace, beside the batcher
     while True:
         try:
-            request_id, kwargs, stream = inbox.recv()
+            request_id, method, kwargs, stream = inbox.recv()
         except (EOFError, OSError):
             return 0
-        if CALL_KEY in kwargs:  # alternatives / replace: one at a time, beside the batcher's decoding
-            edits.submit(edit, request_id, kwargs)
-            continue
         on_line = (lambda event, i=request_id: _send(outbox, lock, (i, None, event))) if stream else None
         try:
-            future = batcher.submit(**kwargs, on_line=on_line)
+            if method == "generate":
+                future = batcher.submit(**kwargs, on_line=on_line)
+            elif method in ("alternatives", "replace"):
+                future = edits.submit(getattr(poet, method), **kwargs)
+            else:
+                raise ValueError(f"unknown request {method!r}")
         except Exception as exc:  # noqa: BLE001 - bad arguments are refused before decoding
             _send(outbox, lock, (request_id, False, _portable(exc)))
             continue
-        future.add_done_callback(lambda done, i=request_id: answer(i, done))
+        future.add_done_callback(lambda done, i=request_id, m=method: answer(i, m, done))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,3 +203,36 @@ def test_batcher_streams_lines_before_the_future_resolves(poet):
     assert seen[-1][0] == poems[0].lines
     assert [p.to_dict() for p in poems] == [p.to_dict() for p in poet.generate(form="五律", seed=6)]
     assert quiet.result(120)[0].text == poet.generate(form="五绝", seed=6)[0].text
+    events = list(server.stream(form="五律", seed=6))
+    assert [e["lines"] for e in events[:-1]] == [lines for lines, _ in seen]
+    assert [p.to_dict() for p in events[-1]["poems"]] == [p.to_dict() for p in poems]
+
+
+def test_edits_keep_the_poems_script(poet):
+    poem = poet.generate(form="七绝", seed=31, script="traditional")[0]
+    assert poem.script == "traditional"
+    alts = poet.alternatives(poem.text, 5, k=10, form="七绝")  # "auto": the whole text's script, not the prefix's
+    simplified = poet.alternatives(poem.text, 5, k=10, form="七绝", script="simplified")
+    assert [a["prob"] for a in alts] == [a["prob"] for a in simplified]
+    assert any(a["char"] != b["char"] for a, b in zip(alts, simplified))  # the same characters, each script's form
+    edited = poet.replace(poem.text, 5, alts[1]["char"], form="七绝", seed=31)
+    assert edited.script == "traditional" and edited.text[:6] == poem.text[:5] + alts[1]["char"]
+
+
+def test_the_command_line_takes_locked_lines(capsys):
+    from poetry_model.__main__ import main
+
+    assert main(["generate", "--form", "七绝", "--seed", "1", "--locked", "3=明月何时照我还", "--json",
+                 "--model", str(MODEL)]) == 0
+    assert '"明月何时照我还。"' in capsys.readouterr().out
+    assert main(["generate", "--form", "七绝", "--locked", "2=明月何时照我还", "--model", str(MODEL)]) == 2
+    assert "locked line 2: character 7 '还' is 平" in capsys.readouterr().err
+
+
+def test_alternatives_apply_the_couplet_rule_as_the_decoder_does(poet):
+    poem = poet.generate(form="七律", seed=11)[0]
+    position = 3 * 8 + 2  # the 4th line answers the 3rd (对仗): its 3rd character
+    paired = poet.alternatives(poem.text, position, k=20, form="七律")
+    plain = poet.alternatives(poem.text, position, k=20, form="七律", parallelism="off")
+    assert not {a["char"] for a in paired} & set(poem.lines[2])  # no character of the line it answers
+    assert [a["char"] for a in paired] != [a["char"] for a in plain]  # drawn toward the opposite characters

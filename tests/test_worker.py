@@ -134,3 +134,21 @@ def test_a_streamed_request_gets_its_lines_before_its_answer(worker):
     assert [len(e["lines"]) for e in events] == [1, 2, 3, 4]
     assert events[-1]["lines"] == poems[0]["lines"]
     assert poems == worker.generate(form="五绝", seed=5)  # the answer is the one a plain request gets
+    streamed = list(worker.stream(form="五绝", seed=5))
+    assert [e["event"] for e in streamed] == ["line"] * 4 + ["poems"]
+    assert [e["lines"] for e in streamed[:-1]] == [e["lines"] for e in events] and streamed[-1]["poems"] == poems
+    with pytest.raises(ValueError, match="locked line 0: 4 characters"):
+        next(worker.stream(form="五绝", locked={0: "床前明月"}))
+
+
+def test_alternatives_and_replace_run_in_the_child(worker, tiny_model_dir, full_npz):
+    poet = load(tiny_model_dir, device="cpu", corpus=full_npz)
+    text = poet.generate(form="五绝", seed=2)[0].text
+    alts = worker.alternatives(text, 4, k=3, form="五绝")
+    assert alts == poet.alternatives(text, 4, k=3, form="五绝") and len(alts) == 3
+    edited = worker.replace(text, 4, alts[0]["char"], form="五绝", seed=2)
+    assert edited == poet.replace(text, 4, alts[0]["char"], form="五绝", seed=2).to_dict()
+    assert edited["edit"] in ("kept", "recontinued") and edited["text"][4] == alts[0]["char"]
+    with pytest.raises(ValueError, match="k must be an integer from 1 to 50"):
+        worker.alternatives(text, 4, k=1000, form="五绝")
+    assert worker.generate(form="五绝", seed=1)  # still serving

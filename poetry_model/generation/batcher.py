@@ -6,7 +6,7 @@ import itertools
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -15,6 +15,16 @@ from .engine import Decoder, Engine
 from .poet import Poem, Poet
 
 log = logging.getLogger(__name__)
+
+
+def _events(submit: Callable[[Callable[[dict], Any]], Future]) -> Iterator[dict[str, Any]]:
+    """A submitted request's line reports and then its answer, as an iterator of events."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    future = submit(events.put)  # lines are reported before the Future resolves
+    future.add_done_callback(lambda _: events.put(None))
+    while (event := events.get()) is not None:
+        yield {"event": "line", "lines": event["lines"], "text": "".join(event["lines"])}
+    yield {"event": "poems", "poems": future.result()}
 
 
 class Batcher:
@@ -55,6 +65,11 @@ class Batcher:
 
     def generate(self, prompt: str = "", **kwargs) -> list[Poem]:
         return self.submit(prompt, **kwargs).result()
+
+    def stream(self, prompt: str = "", **kwargs) -> Iterator[dict[str, Any]]:
+        """`Poet.stream` on the server path: {"event": "line", "lines", "text"} as candidate 0's lines are
+        decoded, then {"event": "poems", "poems"}; the request's error is raised by the iterator."""
+        return _events(lambda on_line: self.submit(prompt, on_line=on_line, **kwargs))
 
     def _admissible(self, engine: Engine, heavy_rows: int, cost: int, rows: int) -> bool:
         if not engine:

@@ -311,6 +311,14 @@ def _check_heads_in_prompt(prompt: str, heads: str) -> None:
         raise ValueError(f"prompt has {line} lines but the acrostic only {len(heads)}")
 
 
+def locked_from_text(text: str) -> dict[str, str]:
+    """The command line's form of `locked`: "3=明月何时照我还;0=..." -> {"3": "明月何时照我还", "0": ...}."""
+    pairs = [part.split("=", 1) for part in text.replace("；", ";").split(";") if part.strip()]
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"locked must look like 3=明月何时照我还;0=..., got {text!r}")
+    return {key.strip(): line.strip() for key, line in pairs}
+
+
 def _check_locked(vocab, locked: Any, form: str, lines: int | None, prompt: str,
                   heads: str) -> tuple[tuple[int, str], ...]:
     """Locked lines as ((index, text in the model's script), ...): a fixed form, indices in range,

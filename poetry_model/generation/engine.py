@@ -102,7 +102,8 @@ class Decoder:
             return FreeState(self.tc, s.lines, s.max_length)
         if s.locked:
             fm = poet.form_masks()
-            relax = {"tone": s.relax_locked or s.tone_strength < 1, "rhyme": s.relax_locked or s.rhyme_strength < 1}
+            relax = {rule: "relax_locked" if s.relax_locked else f"{rule}_strength < 1" if strength < 1 else None
+                     for rule, strength in (("tone", s.tone_strength), ("rhyme", s.rhyme_strength))}
             return LockedFormState(fm, s.form, list(TEMPLATE_NAMES), rhyme=s.rhyme and s.rhyme_strength > 0,
                                    tones=s.tones and s.tone_strength > 0,
                                    locked=locked_ids(s, self.vocab.index), relax=relax)

@@ -33,6 +33,16 @@ in this order:
 * novelty (`avoid_copies`): when the sampled token would complete a line that exists in the
   corpus (a hash lookup), that token is banned and the step resampled for that candidate; the
   poem reports how often this happened;
+* locked lines (`locked={line index: text}`, fixed forms): their characters are forced, verbatim;
+  the tone templates and the rhyme group are narrowed to what the locked characters allow before
+  anything is written (`states.LockedFormState`), so every other line obeys the rules the locked
+  lines imply; a locked line that itself breaks the tone pattern or the rhyme is a ValueError
+  naming the character and the rule, or, with `relax_locked`, accepted and listed in `relaxations`.
+  The LSTM reads left to right: lines after a locked line simply continue from it, but a line
+  before one cannot see it. So when the model writes a line before a locked one, at least
+  LOCKED_PREFIXES candidates are decoded and ranked with the extra score part `locked_fit` (the
+  mean log-probability of the locked characters given everything before them: how well the
+  written lines lead into the locked ones), and the best num_candidates are returned;
 then temperature (0 = greedy), top-k and top-p pick the token. A hard constraint that would leave
 no character at all is dropped for that step (对仗 first, then repetition bans, tone, rhyme; never
 the structure) and the drop is listed in the poem's `relaxations`. No loop can hang: the number
@@ -44,7 +54,14 @@ Score (higher is better), each part returned in `score_parts`:
            distribution (forced tokens such as heads and form punctuation are not counted);
   prosody  PROSODY_WEIGHT * (0.5 * rhymes + 0.5 * tone_score) from the prosody checker;
   novelty  -(COPIED_LINE_WEIGHT * lines equal to a corpus line
-             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN).
+             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN);
+  locked_fit  (only when a written line comes before a locked one) LOCKED_FIT_WEIGHT * the mean
+           log-probability of the locked lines' characters after the first written line.
+
+Writing with the poet: `stream` yields candidate 0's lines as they are decoded, then the poems;
+`alternatives(text, position, k)` lists the most probable characters that keep every rule at one
+position of a poem; `replace(text, position, char)` puts one there and keeps the poem, or writes
+the rest again when a later rule no longer holds (`poem.edit`).
 """
 from __future__ import annotations
 
@@ -69,6 +86,7 @@ from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_l
 from ..prosody import FORMS as FORM_LINES
 from ..prosody import FormMasks, analyze
 from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
+from ..vocab import UnknownCharactersError
 from .config import GenerationConfig, Settings, validate
 from .engine import Decoder, Engine, Row
 from .states import MaskVectors, TokenClasses
@@ -267,7 +285,7 @@ class Poet:
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
         repetition_penalty, dieci, parallelism, parallel_strength, season_strength, style, num_candidates,
-        seed, max_length, script, avoid_copies.
+        seed, max_length, script, avoid_copies, locked, relax_locked.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
         self.decode([request])
@@ -327,7 +345,7 @@ class Poet:
         would complete a corpus line), renormalised over the characters they leave: the k listed sum to
         at most 1. Fewer than k come back when fewer are allowed (one at an acrostic head)."""
         k = _check_k(k)
-        dec, text = self._edit_request(text, position, settings)
+        dec, text = self._edit_request(text, position, dict(settings))
         scores, forced = self._constrained_scores(dec)
         if forced is not None:
             return [{"char": self._shown(dec, forced), "prob": 1.0}]
@@ -348,7 +366,8 @@ class Poet:
         else the text up to and including the new character is kept and the rest written again with the
         same settings and seed (`poem.edit == "recontinued"`, the best of `generate(prompt=...)`).
         A character the rules exclude at that position raises ValueError naming the rules."""
-        dec, text = self._edit_request(text, position, settings)
+        settings = dict(settings)
+        dec, text = self._edit_request(text, position, settings)  # fixes settings["script"] from the whole text
         name = "char"
         if not isinstance(char, str) or len(char.strip()) != 1:
             raise ValueError(f"{name} must be one character, got {char!r}")
@@ -381,7 +400,11 @@ class Poet:
         if text[position] in LINE_ENDS or not text[position].isalpha():
             raise ValueError(f"position {position} is the punctuation {text[position]!r}: choose a character")
         options = {**settings, "num_candidates": 1}
-        whole = validate(self.vocab, GenerationConfig(prompt=text, **options))  # bad settings raise here
+        options.pop("script", None)
+        try:
+            whole = validate(self.vocab, GenerationConfig(prompt=text, **options, script=settings.get("script", "auto")))
+        except UnknownCharactersError as error:
+            raise UnknownCharactersError(error.chars, "text" if error.what == "prompt" else error.what) from None
         try:
             Decoder(self, whole)  # the text must fit the form
         except ValueError as error:
@@ -396,7 +419,8 @@ class Poet:
         if whole.form in FORM_LINES and position // (chars + 1) in dict(whole.locked):
             line = position // (chars + 1)
             raise ValueError(f"position {position} is in locked line {line}: unlock it to change it")
-        return self.request(GenerationConfig(prompt=text[:position], **options)), text
+        settings["script"] = whole.script  # the whole text's script ("auto" would read only the part before)
+        return self.request(GenerationConfig(prompt=text[:position], **options, script=whole.script)), text
 
     def _constrained_scores(self, dec: Decoder) -> tuple[torch.Tensor, int | None]:
         """Candidate 0's next-token scores (model log-probabilities plus every constraint's layer) and the

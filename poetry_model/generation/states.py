@@ -118,15 +118,17 @@ class LockedFormState(FormState):
     the template and rhyme group that the locked line implies: the templates are narrowed to those
     every locked character fits, the rhyme group to the locked rhyme characters' common group, and
     those rhyme characters are kept out of the other lines' rhymes. A locked line that breaks the
-    tone pattern or the rhyme raises ValueError naming the character and the rule (`hard`), unless
-    relaxed: then each break is listed in `relaxations`."""
+    tone pattern or the rhyme raises ValueError naming the character and the rule, unless `relax`
+    names a reason for that rule (relax_locked, or a strength below 1): then each break is listed
+    in `relaxations`."""
 
     def __init__(self, fm: FormMasks, form: str, names: list[str], *, rhyme: bool, tones: bool,
-                 locked: dict[int, list[int]], relax: dict[str, bool]):
+                 locked: dict[int, list[int]], relax: dict[str, str | None]):
         super().__init__(fm, form, names, rhyme=rhyme, tones=tones)
         self.locked = locked
         self.reserved: set[int] = set()      # locked rhyme characters: no other line rhymes with them
         self._open_cache: dict[frozenset, np.ndarray] = {}
+        self._unreserved: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(rhyme mask) -> (it, it minus reserved)
         if tones:
             self._fit_templates(relax["tone"])
         if rhyme:
@@ -150,7 +152,7 @@ class LockedFormState(FormState):
                                f"the tone pattern ({name}) wants {want} there")
         return out
 
-    def _fit_templates(self, relax: bool) -> None:
+    def _fit_templates(self, relax: str | None) -> None:
         breaks = {name: self._breaks(name) for name in self.alive}
         fewest = min(len(b) for b in breaks.values())
         if fewest:
@@ -158,7 +160,7 @@ class LockedFormState(FormState):
             self._broken(f"no {self.form} tone pattern fits every locked line: {'; '.join(best)}", relax)
         self.alive = [name for name in self.alive if len(breaks[name]) == fewest]
 
-    def _fix_rhyme(self, relax: bool) -> None:
+    def _fix_rhyme(self, relax: str | None) -> None:
         """The rhyme group from the locked lines that must rhyme (every even line; the first when it must)."""
         must = [line for line in self.locked if line % 2 == 1]
         if 0 in self.locked and all(n.endswith("首句入韵") for n in self.alive):
@@ -183,10 +185,11 @@ class LockedFormState(FormState):
             if not self.fm.level[tok] & self.groups:
                 self.alive = [n for n in self.alive if not n.endswith("首句入韵")] or self.alive
 
-    def _broken(self, note: str, relax: bool) -> None:
-        if not relax:
+    def _broken(self, note: str, relax: str | None) -> None:
+        """A locked line breaks a rule: ValueError, or (relaxed: `relax` says why) a note in `relaxations`."""
+        if relax is None:
             raise ValueError(f"{note} (relax_locked=True accepts it, listed in the poem's relaxations)")
-        self._relax(f"accepted (relax_locked): {note}")
+        self._relax(f"accepted ({relax}): {note}")
 
     # -- decoding -----------------------------------------------------------------------------------
 
@@ -202,12 +205,18 @@ class LockedFormState(FormState):
             if mask is None:
                 mask = self._open_cache[self.groups] = _frozen(self.fm.group_mask(self.groups) | self.fm.ze)
             return mask
-        mask = super()._rhyme_mask()
-        if mask is None or self.line in self.locked or not self.reserved:
-            return mask
-        mask = mask.copy()
-        mask[list(self.reserved)] = False
-        return _frozen(mask) if mask.any() else None
+        base = super()._rhyme_mask()
+        if base is None or self.line in self.locked or not self.reserved:
+            return base
+        hit = self._unreserved.get(id(base))  # the same base array step after step: one copy each
+        if hit is None or hit[0] is not base:
+            mask = base.copy()
+            mask[list(self.reserved)] = False
+            hit = self._unreserved[id(base)] = (base, _frozen(mask))
+        if not hit[1].any():
+            self._relax(f"第{self.line + 1}句韵脚：本韵字已用尽，允许用锁定句的韵字")
+            return base
+        return hit[1]
 
 
 class MaskVectors:
