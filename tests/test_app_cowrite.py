@@ -166,8 +166,14 @@ def test_bad_locked_lines_are_named(client, locked, words):
     assert words in str(err.value)
 
 
-def test_alternatives_keep_the_rules_and_replace_says_kept_or_recontinued(client):
-    result = client.predict(form="七绝", seed=5, api_name="/generate")
+@pytest.fixture(scope="module")
+def qijue(client) -> dict:
+    """A 七绝 to edit (seed 5)."""
+    return client.predict(form="七绝", seed=5, api_name="/generate")
+
+
+def test_alternatives_keep_the_rules_and_replace_says_kept_or_recontinued(client, qijue):
+    result = qijue
     text, request = result["poems"][0]["text"], result["request"]
     found = client.predict(text, 3, 6, request, api_name="/alternatives")
     alts = found["alternatives"]
@@ -201,8 +207,8 @@ def test_alternatives_keep_the_rules_and_replace_says_kept_or_recontinued(client
     ("/replace", (3, "<"), "outside the model's vocabulary: '<'"),
     ("/replace", (3, "<b>"), "char must be one character, got '&lt;b>'"),
 ])
-def test_bad_edit_inputs_are_named_and_the_server_keeps_serving(client, endpoint, args, words):
-    result = client.predict(form="七绝", seed=5, api_name="/generate")
+def test_bad_edit_inputs_are_named_and_the_server_keeps_serving(client, qijue, endpoint, args, words):
+    result = qijue
     text = result["poems"][0]["text"]
     with pytest.raises(AppError) as err:
         client.predict(text, *args, result["request"], api_name=endpoint)
