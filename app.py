@@ -458,15 +458,16 @@ def line_and_column(lines: list[str], position: int) -> tuple[int, int]:
 
 
 def edit_rows(result: dict) -> list:
-    """Updates of the lock boxes and line boxes: the best poem's lines (fixed forms only), ticked
-    where the request locked them."""
+    """The edit rows (shown for fixed forms only), their lock boxes (ticked where the request locked
+    the line) and line boxes (the best poem's lines)."""
     poem = result["poems"][0]
     locked = {str(k) for k in (result.get("request") or {}).get("locked") or {}}
     fixed = (poem.get("settings") or {}).get("form") in ("五绝", "七绝", "五律", "七律")
     lines = poem["lines"] if fixed else []
-    ticks = [gr.update(visible=i < len(lines), value=str(i) in locked) for i in range(MAX_LINES)]
-    boxes = [gr.update(visible=i < len(lines), value=lines[i] if i < len(lines) else "") for i in range(MAX_LINES)]
-    return ticks + boxes
+    rows = [gr.update(visible=i < len(lines)) for i in range(MAX_LINES)]
+    ticks = [str(i) in locked for i in range(MAX_LINES)]
+    boxes = [lines[i] if i < len(lines) else "" for i in range(MAX_LINES)]
+    return rows + ticks + boxes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,7 +624,7 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         hand-kept edit: no settings write it) and its lines in the edit rows."""
         text, title, form, tones, footer = card_inputs(result)
         if not text:
-            return [gr.update()] * (5 + 2 * MAX_LINES)
+            return [gr.update()] * (5 + 3 * MAX_LINES)
         path = await asyncio.to_thread(make_card, text, title, form, tone_marks, tones, footer)
         link = "" if result.get("edit") == "kept" else permalink_query(result["request"])
         return [text, title, form, gr.update(value=path, interactive=True), link, *edit_rows(result)]
@@ -706,13 +707,14 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                     alt_choices = gr.Radio([], label="候选 Alternatives", elem_id="alt_choices")
                     alt_apply = gr.Button("换上 Use it", elem_id="alt_apply")
                     edit_status = gr.Markdown("", elem_id="edit_status")
-                    locks, line_boxes = [], []
+                    locks, line_boxes, line_rows = [], [], []
                     for i in range(MAX_LINES):
-                        with gr.Row(equal_height=True, visible=True):
+                        with gr.Row(equal_height=True, visible=False) as row:
                             locks.append(gr.Checkbox(False, label=f"锁 {i + 1}", elem_id=f"lock_{i}", scale=0,
-                                                     min_width=80, visible=False, interactive=True))
+                                                     min_width=80, interactive=True))
                             line_boxes.append(gr.Textbox(show_label=False, elem_id=f"line_{i}", max_lines=1,
-                                                         scale=4, visible=False, interactive=True))
+                                                         scale=4, interactive=True))
+                        line_rows.append(row)
                     relax_locked = gr.Checkbox(False, label="放宽 Relax: keep locked lines that break tone or rhyme",
                                                elem_id="relax_locked")
                     gr.Markdown("改过的句子自动锁定 · an edited line is locked too", elem_id="lock_help")
@@ -733,7 +735,8 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",
                     elem_id="examples")
         after = dict(fn=after_generate, inputs=[poems_json, card_marks], api_visibility="private",
-                     outputs=[card_text, card_title, card_form, card_download, permalink, *locks, *line_boxes])
+                     outputs=[card_text, card_title, card_form, card_download, permalink, *line_rows, *locks,
+                              *line_boxes])
         done = go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
                         api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency)
         done.success(**after).success(None, permalink, None, js=PERMALINK_JS)
