@@ -645,7 +645,8 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
             html, result = gr.update(), gr.update()
         return [filled[k] for k in PAGE_PARAMS] + [html, result]
 
-    with gr.Blocks(title="唐诗生成器 · Tang poetry generator") as demo:
+    # Cards handed out are copied into gradio's cache; files there older than an hour go, hourly.
+    with gr.Blocks(title="唐诗生成器 · Tang poetry generator", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# 唐诗生成器 · Tang poetry generator\n"
                     "字符级 LSTM 按体裁、押韵、平仄作诗。 A character LSTM trained on Tang poems writes verse "
                     "with form, rhyme and tone control; every character is annotated with its tone."
