@@ -10,6 +10,11 @@ request runs behind the page's button and behind the JSON endpoint `/generate`:
     from gradio_client import Client
     poems = Client("http://127.0.0.1:7860/").predict(acrostic="春夏秋冬", form="七绝", seed=7, api_name="/generate")
 
+Writing with the poet: the page streams lines as they are decoded, locks edited or ticked lines
+and regenerates the rest (`/generate`'s `locked`), lists a clicked character's alternatives
+(`/alternatives`) and puts one in (`/replace`); `/card` draws a poem as a PNG (app_card.py); the
+address bar's query string holds the settings and seed of the poem shown (a permalink).
+
 Every user-derived text that reaches the page is HTML-escaped; bad input becomes a gr.Error
 with the library's message, never a stack trace, and the server keeps serving.
 """
