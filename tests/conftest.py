@@ -70,3 +70,21 @@ def tiny_model_dir(tmp_path_factory, full_npz) -> Path:
     out = tmp_path_factory.mktemp("model") / "tiny"
     model.save_pretrained(out)
     return out
+
+
+SHIPPED_MODEL = REPO / "checkpoints" / "tang-lstm"
+
+
+@pytest.fixture(scope="session")
+def shipped_server(tmp_path_factory):
+    """`python app.py` serving the shipped model (it has the 对仗 table the tiny one lacks), once per
+    session for the co-writing tests (gradio_client and browser alike)."""
+    from test_app import Server, free_port, server_env
+
+    if not (SHIPPED_MODEL / "config.json").is_file():
+        pytest.skip(f"shipped model not found at {SHIPPED_MODEL}")
+    port = free_port()
+    args = ["--model", str(SHIPPED_MODEL), "--host", "127.0.0.1", "--port", str(port)]
+    srv = Server(args, server_env(), port, tmp_path_factory.mktemp("shipped") / "server.log").wait_ready()
+    yield srv
+    srv.close()

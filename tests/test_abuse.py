@@ -82,7 +82,8 @@ def test_malformed_calls_are_named(app):
     assert status == 422 and payload["error"].startswith("invalid input: data: /generate takes 14 values")
     assert "missing: form" in payload["error"]
     status, payload = post(app.url + "gradio_api/call/nope", b'{"data": []}')
-    assert status == 404 and payload["error"] == "invalid input: endpoint: no endpoint /nope (this API has /generate)"
+    assert status == 404 and payload["error"] == ("invalid input: endpoint: no endpoint /nope "
+                                                  "(this API has /alternatives, /card, /generate, /replace)")
     status, payload = post(app.url + "gradio_api/queue/join", b'{"data": [], "fn_index": 99, "session_hash": "x"}')
     assert status == 404 and "fn_index" in payload["error"]
 
