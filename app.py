@@ -134,21 +134,24 @@ from poetry_model.generation.config import (  # noqa: E402  (light: no torch)
 )
 
 PAGE_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength", "temperature",
-               "top_k", "top_p", "style", "num_candidates", "seed", "script")  # the page's controls, in order
+               "top_k", "top_p", "style", "num_candidates", "seed", "script", "theme")  # the page's controls, in order
 APP_PARAMS = (*PAGE_PARAMS, "locked", "relax_locked")                           # /generate's arguments
 # The library's defaults, in this app's conventions: the form by its Chinese name, seed -1 = random, top_k 0 = no limit.
+# Four candidates: ranked by coherence, 对仗 and theme, the best of four reads measurably better than one
+# at about twice one's latency (docs/quality.md, "Ranking"); the library's default stays one.
 DEFAULTS: dict[str, Any] = {**{k: GenerationConfig.default(k) for k in APP_PARAMS}, "form": "自由", "seed": -1,
-                            "top_k": GenerationConfig.default("top_k") or 0}
+                            "top_k": GenerationConfig.default("top_k") or 0, "num_candidates": 4}
 MAX_LINES = 8                 # a 律诗: the most lines that can be locked (locking needs a fixed form)
 D = DEFAULTS
 PARAMS = APP_PARAMS
 
-EXAMPLES = [  # prompt, acrostic, form, style, seed
-    ["", "春夏秋冬", "七绝", "", 7],
-    ["床前明月光，", "", "五绝", "", 42],
-    ["", "", "五律", "大漠孤烟直，长河落日圆。", 3],
-    ["", "长安月", "自由", "", 11],
-    ["", "", "七律", "", 2024],
+EXAMPLES = [  # prompt, acrostic, form, style, seed, theme
+    ["", "春夏秋冬", "七绝", "", 7, ""],
+    ["床前明月光，", "", "五绝", "", 42, ""],
+    ["", "", "五律", "", 3, "秋夜"],
+    ["", "", "七绝", "", 5, "边塞"],
+    ["", "长安月", "自由", "", 11, ""],
+    ["", "", "七律", "", 2024, "送友人"],
 ]
 
 CARD_PARAMS = ("text", "title", "form", "tone_marks")
@@ -188,7 +191,7 @@ ENDPOINT_PARAMS = {  # api_name -> its inputs' names, for messages (default: APP
     "card": CARD_PARAMS, "generate_page": PAGE_PARAMS,
     "alternatives": ("text", "position", "k", "settings"), "replace": ("text", "position", "char", "settings")}
 # Arguments added to an endpoint after its first version: a call without them gets these defaults.
-OPTIONAL_TAIL = {"generate": {"locked": None, "relax_locked": False}}
+OPTIONAL_TAIL = {"generate": {"theme": "", "locked": None, "relax_locked": False}, "generate_page": {"theme": ""}}
 MAX_ALTERNATIVES = 20         # characters one /alternatives call lists at most
 PAGE_ALTERNATIVES = 8         # shown on the page
 ALTERNATIVES_DOC = (
@@ -270,13 +273,14 @@ def request_kwargs(**raw: Any) -> dict[str, Any]:
         tones=check_flag("tones", v["tones"]), tone_strength=_range("tone_strength", v["tone_strength"]),
         temperature=_range("temperature", v["temperature"], APP_MAX_TEMPERATURE),
         top_k=top_k or None, top_p=_range("top_p", v["top_p"]),
-        style=_string("style", v["style"]),
+        style=_string("style", v["style"]), theme=_string("theme", v["theme"]),
         num_candidates=check_integer("num_candidates", v["num_candidates"], 1, APP_MAX_CANDIDATES, whole_floats=True),
         seed=None if seed is None or seed < 0 else seed,
         script=_string("script", v["script"]) or "auto",
         locked=_locked(v["locked"]), relax_locked=check_flag("relax_locked", v["relax_locked"]),
     )
-    check_cost(request_cost(kwargs["num_candidates"], len(kwargs["style"]),
+    context = len(kwargs["style"]) + (len(kwargs["theme"]) + 1 if kwargs["theme"] else 0)  # the title: theme + 1
+    check_cost(request_cost(kwargs["num_candidates"], context,
                             poem_length(kwargs["form"], DEFAULT_MAX_LENGTH)), APP_MAX_COST)
     return kwargs
 
@@ -515,12 +519,13 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                        tone_strength: float = D["tone_strength"], temperature: float = D["temperature"],
                        top_k: int | None = D["top_k"], top_p: float = D["top_p"], style: str = D["style"],
                        num_candidates: int = D["num_candidates"], seed: int | None = D["seed"],
-                       script: str = D["script"], locked: dict | None = D["locked"],
+                       script: str = D["script"], theme: str = D["theme"], locked: dict | None = D["locked"],
                        relax_locked: bool = D["relax_locked"]) -> dict:
         return await run_request(generator, dict(
             prompt=prompt, acrostic=acrostic, form=form, rhyme=rhyme, rhyme_strength=rhyme_strength, tones=tones,
             tone_strength=tone_strength, temperature=temperature, top_k=top_k, top_p=top_p, style=style,
-            num_candidates=num_candidates, seed=seed, script=script, locked=locked, relax_locked=relax_locked))
+            num_candidates=num_candidates, seed=seed, script=script, theme=theme, locked=locked,
+            relax_locked=relax_locked))
 
     generate.__doc__ = API_DOC
 
@@ -678,6 +683,8 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                                     info="诗的开头，由模型续写 · the opening, continued by the model")
                 acrostic = gr.Textbox(label="藏头 Acrostic", placeholder="春夏秋冬", elem_id="acrostic",
                                       info="每句首字 · one head character per line")
+                theme = gr.Textbox(label="主题 Theme", placeholder="秋夜 · 送友人 · 边塞 · 月", elem_id="theme",
+                                   info="关键词或题目，全诗围绕它 · keywords or a title the whole poem keeps to")
                 form = gr.Radio(FORM_CHOICES, value=D["form"], label="体裁 Form", elem_id="form",
                                 info="自由 = free verse; 绝句 4 lines, 律诗 8 lines of 5 or 7 characters")
                 with gr.Row():
@@ -755,8 +762,8 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         for radio in (form, script):
             escape_choice_errors(radio)
         inputs = [prompt, acrostic, form, rhyme, rhyme_strength, tones, tone_strength, temperature, top_k, top_p,
-                  style, num_candidates, seed, script]
-        gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed], label="示例 Examples (click to fill)",
+                  style, num_candidates, seed, script, theme]
+        gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed, theme], label="示例 Examples (click to fill)",
                     elem_id="examples")
         after = dict(fn=after_generate, inputs=[poems_json, card_marks], api_visibility="private",
                      outputs=[card_text, card_title, card_form, card_download, permalink, *line_rows, *locks,

@@ -164,7 +164,7 @@ def _settings_html(poem: dict) -> str:
     s = poem.get("settings") or {}
     shown = [f"seed=<b>{E(str(poem.get('seed', s.get('seed'))))}</b>",
              f"candidate #{E(str(poem.get('candidate', 0)))} of {E(str(s.get('num_candidates', 1)))}"]
-    for key in ("form", "prompt", "acrostic", "style", "rhyme", "rhyme_strength", "tones", "tone_strength",
+    for key in ("form", "theme", "prompt", "acrostic", "style", "rhyme", "rhyme_strength", "tones", "tone_strength",
                 "temperature", "top_k", "top_p", "script"):
         if key in s and s[key] not in ("", None):
             shown.append(f"{key}={E(str(s[key]))}")
@@ -185,6 +185,11 @@ def render_poem(poem: dict) -> str:
                     + "</span>")
     if pros.get("warnings"):
         meta.append("提示 notes: " + "；".join(E(str(w)) for w in pros["warnings"]))
+    theme = poem.get("theme")
+    if theme:
+        meta.append(f"主题 theme 「{E(str(theme.get('theme', '')))}」: 各句关键字 line keywords "
+                    f"{E(' '.join(map(str, theme.get('keywords') or [])))} · 用到 used "
+                    f"{E(' '.join(map(str, theme.get('used') or []))) or '—'}")
     if poem.get("edit"):
         meta.append("改字 edit: " + ("保留 kept — the rest still fits every rule" if poem["edit"] == "kept" else
                                      "重写 re-continued — the rest was written again from the new character"))

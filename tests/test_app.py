@@ -147,8 +147,8 @@ def test_generate_endpoint_is_named_and_documented(client):
     assert "/generate" in info["named_endpoints"]
     names = [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
     assert names == ["prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones", "tone_strength",
-                     "temperature", "top_k", "top_p", "style", "num_candidates", "seed", "script", "locked",
-                     "relax_locked"]
+                     "temperature", "top_k", "top_p", "style", "num_candidates", "seed", "script", "theme",
+                     "locked", "relax_locked"]
 
 
 def test_result_is_structured_json(client):

@@ -225,3 +225,17 @@ def test_bad_edit_texts_and_settings_are_named(client):
             client.predict(*args, api_name="/alternatives")
         assert words in str(err.value), (args, str(err.value))
     assert client.predict("春眠不觉晓，", 1, 3, None, api_name="/alternatives")["alternatives"]
+
+
+def test_theme_through_the_api_plans_the_poem_and_reports_its_words(client):
+    themed = client.predict(api_name="/generate", form="五律", theme="秋夜", seed=3)
+    plain = client.predict(api_name="/generate", form="五律", seed=3)
+    poem = themed["poems"][0]
+    assert themed["request"]["theme"] == "秋夜" and poem["theme"]["theme"] == "秋夜"
+    planned, used = set(poem["theme"]["planned"]), poem["theme"]["used"]
+    assert used and set(used) <= planned and all(ch in poem["text"] for ch in used)
+    # the same seed without a theme: fewer of the theme's characters, and no theme report
+    assert plain["poems"][0].get("theme") is None
+    assert sum(ch in planned for ch in poem["text"]) > sum(ch in planned for ch in plain["poems"][0]["text"])
+    with pytest.raises(AppError, match="theme"):
+        client.predict(api_name="/generate", theme="秋夜" * 20)

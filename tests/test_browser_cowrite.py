@@ -177,3 +177,18 @@ def test_lines_stream_in_before_the_poem_is_done(context, shipped_server):
     print(f"\nstreaming 七律 x8 candidates (shipped model): first line {partial[0][0]:.0f} ms after the click, "
           f"whole poem {done:.0f} ms; line counts seen while streaming: {[n for _, n in partial]}")
     assert partial and partial[0][1] < 8 and partial[0][0] <= done
+
+
+def test_theme_field_writes_a_themed_poem_and_the_permalink_keeps_it(context, client, shipped_server):
+    page = open_page(context, shipped_server.url)
+    page.locator("#theme textarea").fill("边塞")
+    page.locator("#form").get_by_label("七绝").check()
+    page.locator("#seed input").fill("5")
+    page.locator("#generate").click()
+    page.wait_for_url("**theme=**")
+    lines = best_lines(page)
+    expected = client.predict(api_name="/generate", form="七绝", theme="边塞", seed=5, num_candidates=4)["poems"][0]
+    assert lines == expected["lines"]
+    meta = page.locator("#poems .poem-card").first.locator(".poem-meta").inner_text()
+    assert "边塞" in meta and all(ch in meta for ch in expected["theme"]["used"])
+    assert best_lines(open_page(context, page.url)) == lines
