@@ -60,8 +60,6 @@ alternatives, edits) in `cowrite`.
 from __future__ import annotations
 
 import inspect
-import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -71,18 +69,18 @@ from typing import Any
 
 import torch
 
-from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import CORPUS_FILE, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
-from ..prosody import FormMasks, analyze
+from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
+from ..prosody import analyze
 from ..text import split_with_punctuation, to_script
-from ..themes import LinePairs, ThemeIndex, ThemePlan
+from ..themes import ThemePlan
 from . import cowrite
 from .config import GenerationConfig, Settings, validate
 from .constraints import parallel_lines
 from .cowrite import MAX_ALTERNATIVES  # noqa: F401  (re-exported: its old home)
 from .engine import Decoder, Engine, Row
+from .indexes import Indexes, read_couplets
 from .ranking import (  # noqa: F401  (the weights re-exported: their old home)
     COHERENCE_WEIGHT,
     COPIED_LINE_WEIGHT,
@@ -92,13 +90,9 @@ from .ranking import (  # noqa: F401  (the weights re-exported: their old home)
     PROSODY_WEIGHT,
     SPAN_WEIGHT,
     THEME_WEIGHT,
-    couplet_scores,
     finished_text,
     parallel_part,
     ranked,
-    read_couplets,
-    read_line_pairs,
-    read_theme_index,
     score_parts,
 )
 from .states import MaskVectors, TokenClasses
@@ -181,7 +175,7 @@ def torch_threads(n: int | None):
             torch.set_num_threads(before)
 
 
-class Poet:
+class Poet(Indexes):
     """A ready generator: model and vocabulary on one device, plus the copy indexes.
 
     `lines` is the corpus-line hash index (for `avoid_copies`); `corpus` the tang.npz whose full
@@ -199,97 +193,16 @@ class Poet:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocab = model.vocab
-        self.lines, self.corpus_path = lines, Path(corpus) if corpus else None
+        super().__init__(self.vocab, lines=lines, corpus=corpus, couplets=couplets, themes=themes)
         self.threads = threads
-        self._corpus: CorpusIndex | None | bool = False  # False: not loaded yet
-        self._corpus_lock = threading.Lock()  # building takes seconds: other lazy parts must not wait on it
-        self._form_masks = None
-        self._lazy = threading.RLock()  # the lazy indexes may be first asked for from several threads
         self.token_classes = TokenClasses(self.vocab.tokens)
         self.mask_vectors = MaskVectors(self.token_classes.keep)
         self.stepper = Stepper(self.model)
-        self.couplets = couplets
-        self._partners = None
-        self.themes, self._theme_index = themes, False  # corpus.npz to plan themes from; False: not read yet
-        self._line_pairs: LinePairs | None | bool = False
         self.takes_titles = bool(getattr(model.config, "takes_titles", False)) and self.vocab.title_end_id is not None
 
     def refresh(self) -> None:
         """Rebuild the decoding copies of the weights on next use: call after changing them in place."""
         self.stepper.refresh()
-
-    # -- indexes, loaded lazily -----------------------------------------------------------------
-
-    def corpus_index(self) -> CorpusIndex | None:
-        """The full copy index of the corpus file, or None without one (built and cached on first use)."""
-        if self._corpus is False:
-            with self._corpus_lock:
-                if self._corpus is False:
-                    self._corpus = self._read_corpus()
-        return self._corpus
-
-    def _read_corpus(self) -> CorpusIndex | None:
-        if self.corpus_path is None:
-            return None
-        try:
-            return CorpusIndex.for_file(self.corpus_path)
-        except ValueError as error:  # a damaged optional file costs the full report, not the service
-            warnings.warn(f"copy report without the nearest corpus poem: {error}", stacklevel=2)
-            return None
-
-    def line_index(self) -> LineIndex | None:
-        """Corpus-line hashes: the model folder's, else derived from the corpus index."""
-        if self.lines is None and self.corpus_index() is not None:
-            self.lines = self.corpus_index().line_index()
-        return self.lines
-
-    def couplet_partners(self):
-        """For each token id, its 对仗 partners' ids and aligned PMI (None without a couplet table)."""
-        if self._partners is None and self.couplets is not None:
-            with self._lazy:
-                if self._partners is None:
-                    self._partners = self.couplets.partners(self.vocab.tokens)
-        return self._partners
-
-    def couplet_scores(self, lines: list[str]) -> list[float] | None:
-        """Each couplet's parallelism (mean aligned PMI of lines 1-2, 3-4, … under the couplet table) of a
-        绝句 or 律诗 in the model's script (`lines` with their punctuation)."""
-        return couplet_scores(self.couplets, lines)
-
-    def theme_index(self) -> ThemeIndex | None:
-        """What themes are planned from: the `themes` corpus file (else the copy report's corpus.npz), read once."""
-        if self._theme_index is False:
-            with self._lazy:
-                if self._theme_index is False:
-                    self._theme_index = read_theme_index(self._themes_path())
-        return self._theme_index
-
-    def _themes_path(self) -> Path | None:
-        return self.themes or (self.corpus_path if self.corpus_path and self.corpus_path.name == CORPUS_FILE else None)
-
-    def coherence(self, lines: list[str]) -> float:
-        """Mean adjacent-line PMI of a poem's lines (model script, no punctuation); 0 without a corpus."""
-        if self._line_pairs is False:
-            with self._lazy:
-                if self._line_pairs is False:
-                    self._line_pairs = read_line_pairs(self._themes_path(), self._theme_index or None)
-        return self._line_pairs.coherence(lines) if self._line_pairs is not None else 0.0
-
-    def theme_plan(self, theme: str, lines: int) -> ThemePlan:
-        """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
-        index = self.theme_index()
-        if index is None:
-            chars = tuple(dict.fromkeys(theme))
-            return ThemePlan(theme, "theme only (no corpus)", 0, chars, (1.0,) * len(chars), chars[:lines])
-        return index.plan(theme, lines)
-
-    def form_masks(self):
-        """The prosody engine's masks over this vocabulary (built once)."""
-        if self._form_masks is None:
-            with self._lazy:
-                if self._form_masks is None:
-                    self._form_masks = FormMasks(self.vocab)
-        return self._form_masks
 
     # -- scoring ----------------------------------------------------------------------------------
 

@@ -18,13 +18,10 @@ prefers bland, typical text; these parts prefer candidates that read like real p
 """
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..couplets import CoupletTable
 from ..text import LINE_ENDS, SENTENCE_ENDS
-from ..themes import LinePairs, ThemeIndex
 
 if TYPE_CHECKING:
     from .poet import Poem
@@ -76,40 +73,3 @@ def ranked(poems: list[Poem]) -> list[Poem]:
 def finished_text(text: str) -> str:
     """A poem cut by its budget after a comma ends with a full stop instead."""
     return text[:-1] + "。" if text and text[-1] in LINE_ENDS and text[-1] not in SENTENCE_ENDS else text
-
-
-# -- the optional files the coherence and theme parts (and themes' plans) are read from -----------
-
-
-def read_theme_index(path: Path | None) -> ThemeIndex | None:
-    """The theme index of a corpus file; None without one, or (with a warning) when it is damaged."""
-    if path is None:
-        return None
-    try:
-        return ThemeIndex.from_corpus_file(path)
-    except ValueError as error:  # a damaged optional file costs the plan, not the service
-        warnings.warn(f"themes without a plan: {error}", stacklevel=2)
-        return None
-
-
-def read_line_pairs(path: Path | None, index: ThemeIndex | None) -> LinePairs | None:
-    """The adjacent-line PMI table of a corpus file (reusing the texts an already read theme index holds);
-    None without one, or (with a warning) when it is damaged."""
-    if path is None:
-        return None
-    try:
-        return LinePairs.for_corpus_file(path, index.texts if index is not None else None)
-    except ValueError as error:
-        warnings.warn(f"coherence not scored: {error}", stacklevel=2)
-        return None
-
-
-def read_couplets(path: Path | None) -> CoupletTable | None:
-    """The model folder's couplet table; a damaged one costs the parallelism weights, not the load."""
-    if path is None:
-        return None
-    try:
-        return CoupletTable.load(path)
-    except Exception as error:  # noqa: BLE001 - any damage: warn and decode without it
-        warnings.warn(f"{path}: couplet table not used ({type(error).__name__}: {error})", stacklevel=3)
-        return None
