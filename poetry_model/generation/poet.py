@@ -54,8 +54,9 @@ the structure) and the drop is listed in the poem's `relaxations`. No loop can h
 of steps is capped by `max_length`. Input in either script is mapped to the model's (OpenCC);
 characters it cannot represent raise UnknownCharactersError, which lists them.
 
-The score candidates are ranked by is described in `ranking`; writing with the poet (streamed lines,
-alternatives, edits) in `cowrite`.
+The score the candidates are ranked by is described in `ranking.py`; writing with the poet (streamed
+lines, alternatives, edits, locked lines' fit) in `cowrite.py`; the corpus tables read on first use
+(copy index, themes, coherence, couplets, form masks) in `indexes.py`.
 """
 from __future__ import annotations
 
@@ -78,18 +79,10 @@ from ..themes import ThemePlan
 from . import cowrite
 from .config import GenerationConfig, Settings, validate
 from .constraints import parallel_lines
-from .cowrite import MAX_ALTERNATIVES  # noqa: F401  (re-exported: its old home)
 from .engine import Decoder, Engine, Row
 from .indexes import Indexes, read_couplets
-from .ranking import (  # noqa: F401  (the weights re-exported: their old home)
-    COHERENCE_WEIGHT,
-    COPIED_LINE_WEIGHT,
-    FREE_SPAN,
-    LOCKED_FIT_WEIGHT,
-    PARALLEL_WEIGHT,
-    PROSODY_WEIGHT,
-    SPAN_WEIGHT,
-    THEME_WEIGHT,
+from .ranking import (
+    THEME_WEIGHT,  # noqa: F401  (re-exported from its former home)
     finished_text,
     parallel_part,
     ranked,
@@ -101,7 +94,6 @@ from .stepper import Stepper
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "tang-lstm"
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
-
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -361,7 +353,6 @@ class Poet(Indexes):
         return finished_text(self.vocab.decode(request.rows[0].tokens))
 
 
-
 def _generate_signature() -> inspect.Signature:
     """Poet.generate's signature as GenerationConfig declares it (prompt, then every option with its default),
     so that help(), inspect and IDEs show the real parameters."""
@@ -375,6 +366,7 @@ def _generate_signature() -> inspect.Signature:
 
 
 Poet.generate.__signature__ = _generate_signature()
+
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
          corpus: str | Path | None = MODEL_CORPUS) -> Poet:
