@@ -168,7 +168,7 @@ def torch_threads(n: int | None):
 
 
 class Poet(Indexes):
-    """A ready generator: model and vocabulary on one device, plus the copy indexes.
+    """A ready generator: model and vocabulary on one device, plus the copy indexes (`Indexes`).
 
     `lines` is the corpus-line hash index (for `avoid_copies`); `corpus` the tang.npz whose full
     index gives the longest shared span and the nearest poem (loaded on first use); `themes` the
@@ -184,8 +184,7 @@ class Poet(Indexes):
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.vocab = model.vocab
-        super().__init__(self.vocab, lines=lines, corpus=corpus, couplets=couplets, themes=themes)
+        super().__init__(model.vocab, lines=lines, corpus=corpus, couplets=couplets, themes=themes)  # sets vocab
         self.threads = threads
         self.token_classes = TokenClasses(self.vocab.tokens)
         self.mask_vectors = MaskVectors(self.token_classes.keep)
