@@ -15,24 +15,26 @@ the network. A streamed request (`submit(..., on_line=f)`) also gets (id, None, 
 messages as its lines are decoded, before its answer. Answers are the poems' JSON
 dicts (built in the child, off the server's core) or the exception `generate` raised. A supervisor
 thread replaces the child whenever it dies, with a backoff; requests wait a bounded time for the
-new one (see `PoetWorker`). The child exits when its parent's pipe closes.
+new one (see `PoetWorker`). The child exits when its parent's pipe closes; its side is in
+`worker_child.py`.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import os
-import pickle
 import queue
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from .worker_child import main, send
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +49,11 @@ class WorkerRestarting(WorkerError):
     """The generator process is being replaced and no new one was ready within the wait allowed."""
 
 
-def _send(conn: Connection, lock: threading.Lock, message: Any) -> None:
-    with lock:  # one message at a time: several threads answer or ask
-        conn.send(message)
-
-
 def _connection(file, *, readable: bool) -> Connection:
     """A Connection on its own copy of a pipe file's descriptor (the file itself is closed)."""
     fd = os.dup(file.fileno())
     file.close()
     return Connection(fd, readable=readable, writable=not readable)
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself when it survives a pickle round trip with its message, else a plain copy."""
-    try:
-        back = pickle.loads(pickle.dumps(exc))
-        if str(back) == str(exc):
-            return exc
-    except Exception:  # noqa: BLE001 - any failure means: send a plain copy
-        pass
-    return (ValueError if isinstance(exc, ValueError) else RuntimeError)(f"{type(exc).__name__}: {exc}")
 
 
 class _Held:
@@ -135,7 +121,7 @@ class PoetWorker:
         with self._lock:
             self._proc, self._to_child = proc, to_child
         try:
-            _send(to_child, self._send_lock, self.config)
+            send(to_child, self._send_lock, self.config)
         except (OSError, ValueError):
             pass  # died at once: the read below sees it
         return from_child
@@ -314,7 +300,7 @@ class PoetWorker:
             self._pending[request_id] = held
             to_child = self._to_child
         try:
-            _send(to_child, self._send_lock, (request_id, held.method, held.kwargs, held.on_line is not None))
+            send(to_child, self._send_lock, (request_id, held.method, held.kwargs, held.on_line is not None))
         except (OSError, ValueError):  # the child is gone: the supervisor re-sends what it had taken
             pass
 
@@ -364,84 +350,6 @@ class PoetWorker:
         for h in waiting:
             if not h.future.done():
                 h.future.set_exception(exc)
-
-
-# ---------------------------------------------------------------------------------------------
-# The child
-
-
-def warm_up(poet) -> None:
-    """Build the lazy indexes (form masks, copy index) before serving, so no request pays for them."""
-    poet.generate(form="七绝", seed=0)
-    poet.generate(seed=0, max_length=16)
-
-
-def serve(inbox: Connection, outbox: Connection) -> int:
-    """Load the model named by the first message, then answer requests until the inbox closes."""
-    import torch
-
-    from .generation import Batcher, load
-
-    lock = threading.Lock()
-    config = inbox.recv()
-    try:
-        torch.set_num_threads(config["threads"])
-        extra = {"corpus": config["corpus"]} if config["corpus"] else {}
-        poet = load(config["model"], device=config["device"], **extra)
-        poet.threads = config["threads"]
-        warm_up(poet)
-        batcher = Batcher(poet, max_rows=config["max_rows"])
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which says how to fix it
-        _send(outbox, lock, ("failed", str(exc) or type(exc).__name__))
-        return 1
-    _send(outbox, lock, ("ready", {"corpus": poet.corpus_index() is not None, "vocab_size": len(poet.vocab),
-                                   "device": str(poet.device)}))
-
-    def answer(request_id: int, method: str, future: Future) -> None:
-        try:
-            result = future.result()
-            payload = result.to_dict() if method == "replace" else \
-                result if method == "alternatives" else [p.to_dict() for p in result]
-            message = (request_id, True, payload)
-        except Exception as exc:  # noqa: BLE001 - the request's own error, sent back to it
-            message = (request_id, False, _portable(exc))
-        _send(outbox, lock, message)
-
-    edits = ThreadPoolExecutor(1, thread_name_prefix="poet-edits")  # alternatives and replace, beside the batcher
-    while True:
-        try:
-            request_id, method, kwargs, stream = inbox.recv()
-        except (EOFError, OSError):
-            return 0
-        on_line = (lambda event, i=request_id: _send(outbox, lock, (i, None, event))) if stream else None
-        try:
-            if method == "generate":
-                future = batcher.submit(**kwargs, on_line=on_line)
-            elif method in ("alternatives", "replace"):
-                future = edits.submit(getattr(poet, method), **kwargs)
-            else:
-                raise ValueError(f"unknown request {method!r}")
-        except Exception as exc:  # noqa: BLE001 - bad arguments are refused before decoding
-            _send(outbox, lock, (request_id, False, _portable(exc)))
-            continue
-        future.add_done_callback(lambda done, i=request_id, m=method: answer(i, m, done))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m poetry_model.worker --serve`: started by PoetWorker, talking over stdin and stdout."""
-    if (sys.argv[1:] if argv is None else argv) != ["--serve"]:
-        print("usage: python -m poetry_model.worker --serve (started by poetry_model.worker.PoetWorker)",
-              file=sys.stderr)
-        return 2
-    inbox = Connection(os.dup(0), writable=False)
-    outbox = Connection(os.dup(1), readable=False)
-    os.dup2(2, 1)  # whatever a library prints from now on goes to stderr, never into the answers
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # and nothing else reads the requests
-    try:
-        return serve(inbox, outbox)
-    finally:
-        inbox.close()
-        outbox.close()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
 Modules: `config` (GenerationConfig: every argument's default, range and help; `validate`),
 `constraints` (one class per rule on the next token), `sampling` (top-k/top-p per request
 generator), `stepper` (the LSTM laid out for one-token steps), `engine` (a request's candidates,
-and continuous batching of many requests), `poet` (Poet, Poem, scoring, `load`), `batcher`
+and continuous batching of many requests), `indexes` (the corpus tables a Poet reads on first use),
+`ranking` (the score and its parts, the order of the candidates), `cowrite` (writing with the poet:
+streamed lines, alternatives, edits, locked lines' fit), `poet` (Poet, Poem, `load`), `batcher`
 (Batcher: requests from many threads). The decoding itself is described in `poet`.
 """
 from __future__ import annotations
@@ -20,12 +22,16 @@ _HOMES = {
     "batcher": ("Batcher",),
     "config": ("DEFAULT_MAX_LENGTH", "FORM_ALIASES", "REQUEST_FORMS", "MAX_ACROSTIC", "MAX_CANDIDATES", "MAX_LENGTH",
                "MAX_PROMPT", "MAX_REPETITION_PENALTY", "MAX_STYLE", "MAX_TEMPERATURE", "GenerationConfig", "Settings",
-               "clean_acrostic", "validate"),
-    "constraints": ("COPY_RETRIES", "Acrostic", "Constraint", "CopyGuard", "NoRepeatPairs", "Parallelism",
-                    "Repetition", "Rhyme", "Season", "Structure", "Tone", "build_constraints"),
-    "states": ("MAX_FREE_LINE", "MIN_FREE_LINES", "FreeState", "LineState", "MaskVectors", "TokenClasses"),
+               "clean_acrostic", "locked_from_text", "validate"),
+    "constraints": ("COPY_RETRIES", "Acrostic", "Constraint", "CopyGuard", "Locked", "NoRepeatPairs", "Parallelism",
+                    "Repetition", "Rhyme", "Season", "Structure", "Theme", "TimeOfDay", "Tone", "build_constraints"),
+    "states": ("MAX_FREE_LINE", "MIN_FREE_LINES", "FreeState", "LineState", "LockedFormState", "MaskVectors",
+               "TokenClasses"),
     "engine": ("Decoder", "Engine", "Row"),
-    "poet": ("DEFAULT_CORPUS", "DEFAULT_MODEL", "MODEL_CORPUS", "Poem", "Poet", "load", "pick_device", "score_parts", "torch_threads"),
+    "indexes": ("Indexes",),
+    "ranking": ("score_parts",),
+    "cowrite": ("MAX_ALTERNATIVES",),
+    "poet": ("DEFAULT_CORPUS", "DEFAULT_MODEL", "MODEL_CORPUS", "Poem", "Poet", "load", "pick_device", "torch_threads"),
     "sampling": ("sample",),
     "stepper": ("Stepper",),
 }

@@ -54,33 +54,13 @@ the structure) and the drop is listed in the poem's `relaxations`. No loop can h
 of steps is capped by `max_length`. Input in either script is mapped to the model's (OpenCC);
 characters it cannot represent raise UnknownCharactersError, which lists them.
 
-Score (higher is better), each part returned in `score_parts`:
-  lm       mean natural-log probability per sampled token, under the model's own unconstrained
-           distribution (forced tokens such as heads and form punctuation are not counted);
-  prosody  PROSODY_WEIGHT * (0.5 * rhymes + 0.5 * tone_score) from the prosody checker;
-  novelty  -(COPIED_LINE_WEIGHT * lines equal to a corpus line
-             + SPAN_WEIGHT * characters of the longest span shared with the corpus beyond FREE_SPAN);
-  coherence  COHERENCE_WEIGHT * mean PMI of the character pairs across adjacent lines in real 绝句 and
-           律诗 (`themes.LinePairs`; 0 without the model folder's corpus);
-  parallelism  PARALLEL_WEIGHT * mean aligned PMI of the couplets written parallel (a 律诗's middle
-           couplets; 0 where none is);
-  theme    THEME_WEIGHT * share of the poem's characters that the theme's plan holds (0 without a theme);
-  locked_fit  (only when a written line comes before a locked one) LOCKED_FIT_WEIGHT * the mean
-           log-probability of the locked lines' characters after the first written line.
-The weights were chosen by measurement (docs/quality.md, "Ranking"): the log-probability alone
-prefers bland, typical text; these parts prefer candidates that read like real poems.
-
-Writing with the poet: `stream` yields candidate 0's lines as they are decoded, then the poems;
-`alternatives(text, position, k)` lists the most probable characters that keep every rule at one
-position of a poem; `replace(text, position, char)` puts one there and keeps the poem, or writes
-the rest again when a later rule no longer holds (`poem.edit`).
+The score the candidates are ranked by is described in `ranking.py`; writing with the poet (streamed
+lines, alternatives, edits, locked lines' fit) in `cowrite.py`; the corpus tables read on first use
+(copy index, themes, coherence, couplets, form masks) in `indexes.py`.
 """
 from __future__ import annotations
 
 import inspect
-import math
-import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -88,32 +68,32 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
 from ..model import ModelLoadError, PoetryLSTM
-from ..novelty import CORPUS_FILE, LineIndex, copy_report, find_corpus, find_couplets, find_line_index
-from ..prosody import FORMS as FORM_LINES
-from ..prosody import FormMasks, analyze
-from ..text import LINE_ENDS, SENTENCE_ENDS, split_with_punctuation, to_script
-from ..themes import LinePairs, ThemeIndex, ThemePlan
-from ..vocab import UnknownCharactersError
+from ..novelty import LineIndex, copy_report, find_corpus, find_couplets, find_line_index
+from ..prosody import analyze
+from ..text import split_with_punctuation, to_script
+from ..themes import ThemePlan
+from . import cowrite
 from .config import GenerationConfig, Settings, validate
 from .constraints import parallel_lines
 from .engine import Decoder, Engine, Row
+from .indexes import Indexes, read_couplets
+from .ranking import (
+    THEME_WEIGHT,  # noqa: F401  (re-exported from its former home)
+    finished_text,
+    parallel_part,
+    ranked,
+    score_parts,
+)
 from .states import MaskVectors, TokenClasses
 from .stepper import Stepper
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "tang-lstm"
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "data" / "tang.npz"
 MODEL_CORPUS = "model"  # load(corpus=...): the model folder's own corpus.npz (else DEFAULT_CORPUS if built)
-
-PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
-COHERENCE_WEIGHT, PARALLEL_WEIGHT, THEME_WEIGHT = 4.0, 1.0, 2.0
-LOCKED_FIT_WEIGHT = 1.0
-MAX_ALTERNATIVES = 50   # Poet.alternatives: at most this many characters per position
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -167,25 +147,6 @@ class Poem:
 _POEM_FIELDS = tuple(f.name for f in fields(Poem) if f.name != "report")
 
 
-def score_parts(mean_log_prob: float, report, copy: dict, *, coherence: float = 0.0, parallelism: float = 0.0,
-                theme: float = 0.0, locked_fit: float | None = None) -> dict[str, float]:
-    """The documented score: lm + prosody + novelty + coherence + parallelism + theme (+ locked_fit; see the
-    module docstring)."""
-    prosody = PROSODY_WEIGHT * (0.5 * bool(report.rhymes) + 0.5 * float(report.tone_score)) if report else 0.0
-    span = copy.get("longest_span_chars") or 0
-    novelty = -(COPIED_LINE_WEIGHT * len(copy["copied_lines"]) + SPAN_WEIGHT * max(0, span - FREE_SPAN))
-    parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty, "coherence": COHERENCE_WEIGHT * coherence,
-             "parallelism": PARALLEL_WEIGHT * parallelism, "theme": THEME_WEIGHT * theme}
-    if locked_fit is not None:
-        parts["locked_fit"] = LOCKED_FIT_WEIGHT * locked_fit
-    return {k: round(v, 4) + 0.0 for k, v in parts.items()}
-
-
-def _finished_text(text: str) -> str:
-    """A poem cut by its budget after a comma ends with a full stop instead."""
-    return text[:-1] + "。" if text and text[-1] in LINE_ENDS and text[-1] not in SENTENCE_ENDS else text
-
-
 # ---------------------------------------------------------------------------------------------
 # Poet
 
@@ -206,8 +167,8 @@ def torch_threads(n: int | None):
             torch.set_num_threads(before)
 
 
-class Poet:
-    """A ready generator: model and vocabulary on one device, plus the copy indexes.
+class Poet(Indexes):
+    """A ready generator: model and vocabulary on one device, plus the copy indexes (`Indexes`).
 
     `lines` is the corpus-line hash index (for `avoid_copies`); `corpus` the tang.npz whose full
     index gives the longest shared span and the nearest poem (loaded on first use); `themes` the
@@ -223,122 +184,16 @@ class Poet:
             raise ModelLoadError("model has no vocabulary attached")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.vocab = model.vocab
-        self.lines, self.corpus_path = lines, Path(corpus) if corpus else None
+        super().__init__(model.vocab, lines=lines, corpus=corpus, couplets=couplets, themes=themes)  # sets vocab
         self.threads = threads
-        self._corpus: CorpusIndex | None | bool = False  # False: not loaded yet
-        self._corpus_lock = threading.Lock()  # building takes seconds: other lazy parts must not wait on it
-        self._form_masks = None
-        self._lazy = threading.RLock()  # the lazy indexes may be first asked for from several threads
         self.token_classes = TokenClasses(self.vocab.tokens)
         self.mask_vectors = MaskVectors(self.token_classes.keep)
         self.stepper = Stepper(self.model)
-        self.couplets = couplets
-        self._partners = None
-        self.themes, self._theme_index = themes, False  # corpus.npz to plan themes from; False: not read yet
-        self._line_pairs: LinePairs | None | bool = False
         self.takes_titles = bool(getattr(model.config, "takes_titles", False)) and self.vocab.title_end_id is not None
 
     def refresh(self) -> None:
         """Rebuild the decoding copies of the weights on next use: call after changing them in place."""
         self.stepper.refresh()
-
-    # -- indexes, loaded lazily -----------------------------------------------------------------
-
-    def corpus_index(self) -> CorpusIndex | None:
-        """The full copy index of the corpus file, or None without one (built and cached on first use)."""
-        if self._corpus is False:
-            with self._corpus_lock:
-                if self._corpus is False:
-                    self._corpus = self._read_corpus()
-        return self._corpus
-
-    def _read_corpus(self) -> CorpusIndex | None:
-        if self.corpus_path is None:
-            return None
-        try:
-            return CorpusIndex.for_file(self.corpus_path)
-        except ValueError as error:  # a damaged optional file costs the full report, not the service
-            warnings.warn(f"copy report without the nearest corpus poem: {error}", stacklevel=2)
-            return None
-
-    def line_index(self) -> LineIndex | None:
-        """Corpus-line hashes: the model folder's, else derived from the corpus index."""
-        if self.lines is None and self.corpus_index() is not None:
-            self.lines = self.corpus_index().line_index()
-        return self.lines
-
-    def couplet_partners(self):
-        """For each token id, its 对仗 partners' ids and aligned PMI (None without a couplet table)."""
-        if self._partners is None and self.couplets is not None:
-            with self._lazy:
-                if self._partners is None:
-                    self._partners = self.couplets.partners(self.vocab.tokens)
-        return self._partners
-
-    def couplet_scores(self, lines: list[str]) -> list[float] | None:
-        """Each couplet's parallelism (mean aligned PMI of lines 1-2, 3-4, … under the couplet table) of a
-        绝句 or 律诗 in the model's script (`lines` with their punctuation)."""
-        han = [line[:-1] for line in lines]
-        if self.couplets is None or len(han) not in (4, 8) or len({len(x) for x in han}) != 1:
-            return None
-        return [round(self.couplets.score(han[k], han[k + 1]), 3) for k in range(0, len(han), 2)]
-
-    def theme_index(self) -> ThemeIndex | None:
-        """What themes are planned from: the `themes` corpus file (else the copy report's corpus.npz), read once."""
-        if self._theme_index is False:
-            with self._lazy:
-                if self._theme_index is False:
-                    self._theme_index = self._read_themes()
-        return self._theme_index
-
-    def _themes_path(self) -> Path | None:
-        return self.themes or (self.corpus_path if self.corpus_path and self.corpus_path.name == CORPUS_FILE else None)
-
-    def _read_themes(self) -> ThemeIndex | None:
-        path = self._themes_path()
-        if path is None:
-            return None
-        try:
-            return ThemeIndex.from_corpus_file(path)
-        except ValueError as error:  # a damaged optional file costs the plan, not the service
-            warnings.warn(f"themes without a plan: {error}", stacklevel=2)
-            return None
-
-    def coherence(self, lines: list[str]) -> float:
-        """Mean adjacent-line PMI of a poem's lines (model script, no punctuation); 0 without a corpus."""
-        if self._line_pairs is False:
-            with self._lazy:
-                if self._line_pairs is False:
-                    self._line_pairs = self._read_line_pairs()
-        return self._line_pairs.coherence(lines) if self._line_pairs is not None else 0.0
-
-    def _read_line_pairs(self) -> LinePairs | None:
-        path = self._themes_path()
-        if path is None:
-            return None
-        try:
-            index = self._theme_index or None  # texts already read for a theme, else read from the file if needed
-            return LinePairs.for_corpus_file(path, index.texts if index is not None else None)
-        except ValueError as error:
-            warnings.warn(f"coherence not scored: {error}", stacklevel=2)
-            return None
-
-    def theme_plan(self, theme: str, lines: int) -> ThemePlan:
-        """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
-        index = self.theme_index()
-        if index is None:
-            chars = tuple(dict.fromkeys(theme))
-            return ThemePlan(theme, "theme only (no corpus)", 0, chars, (1.0,) * len(chars), chars[:lines])
-        return index.plan(theme, lines)
-
-    def form_masks(self):
-        """The prosody engine's masks over this vocabulary (built once)."""
-        if self._form_masks is None:
-            with self._lazy:
-                if self._form_masks is None:
-                    self._form_masks = FormMasks(self.vocab)
-        return self._form_masks
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -390,20 +245,7 @@ class Poet:
         finished lines], "text": their text} each time candidate 0 finishes a line, then {"event": "poems",
         "poems": the ranked poems} (the same poems `generate` gives for the same options and seed).
         Bad values raise ValueError before the first event."""
-        request = self.request(GenerationConfig(prompt=prompt, **options))
-        events: list[dict[str, Any]] = []
-        request.on_line = events.append
-        engine = None
-        while engine is None or engine:
-            with self.decoding():  # entered per step, so the caller's code never runs under it
-                if engine is None:
-                    engine = Engine(self)
-                    engine.add(request)
-                engine.step()
-            while events:
-                lines = events.pop(0)["lines"]
-                yield {"event": "line", "lines": lines, "text": "".join(lines)}
-        yield {"event": "poems", "poems": self.poems(request)}
+        return cowrite.stream(self, prompt, **options)
 
     # -- writing with the poet: alternatives and edits ----------------------------------------------
 
@@ -417,19 +259,7 @@ class Poet:
         repetition and season penalties, the 对仗 bias, locked lines; the copy guard drops characters that
         would complete a corpus line), renormalised over the characters they leave: the k listed sum to
         at most 1. Fewer than k come back when fewer are allowed (one at an acrostic head)."""
-        k = _check_k(k)
-        dec, text = self._edit_request(text, position, dict(settings))
-        scores, forced = self._constrained_scores(dec)
-        if forced is not None:
-            return [{"char": self._shown(dec, forced), "prob": 1.0}]
-        picked, refused = [], []
-        for tok in torch.argsort(scores, descending=True).tolist():
-            if math.isinf(scores[tok]) or len(picked) == k:
-                break
-            (refused if dec.refused(0, tok) else picked).append(tok)
-        scores[refused] = -math.inf
-        probs = torch.softmax(scores, dim=-1)
-        return [{"char": self._shown(dec, tok), "prob": round(float(probs[tok]), 6)} for tok in picked]
+        return cowrite.alternatives(self, text, position, k, **settings)
 
     def replace(self, text: str, position: int, char: str, **settings: Any) -> Poem:
         """The poem `text` with `char` put at character `position` (as in `alternatives`), under `settings`
@@ -439,111 +269,7 @@ class Poet:
         else the text up to and including the new character is kept and the rest written again with the
         same settings and seed (`poem.edit == "recontinued"`, the best of `generate(prompt=...)`).
         A character the rules exclude at that position raises ValueError naming the rules."""
-        settings = dict(settings)
-        dec, text = self._edit_request(text, position, settings)  # fixes settings["script"] from the whole text
-        name = "char"
-        if not isinstance(char, str) or len(char.strip()) != 1:
-            raise ValueError(f"{name} must be one character, got {char!r}")
-        (tok,) = self.vocab.encode(self.vocab.decode(self.vocab.encode(char.strip(), name)), name)
-        if not self.token_classes.char[tok]:
-            raise ValueError(f"{name} must be a Han character, got {char!r}")
-        scores, forced = self._constrained_scores(dec)
-        if (forced is not None and forced != tok) or math.isinf(scores[tok]) or dec.refused(0, tok):
-            rules = ["acrostic or locked line"] if forced is not None and forced != tok else \
-                dec.excluding(0, tok) or ["copy guard (it would complete a corpus line)"]
-            raise ValueError(f"{name} {char!r} cannot stand at position {position}: excluded by the "
-                             f"{', '.join(rules)} rule(s); Poet.alternatives lists the characters that can")
-        edited = text[:position] + self._shown(dec, tok) + text[position + 1:]
-        poem = self._kept(edited, position, settings)
-        if poem is None:
-            poem = self.generate(prompt=edited[:position + 1], **settings)[0]
-            poem.edit = "recontinued"
-        return poem
-
-    def _edit_request(self, text: Any, position: Any, settings: dict[str, Any]) -> tuple[Decoder, str]:
-        """The checked poem text and a one-candidate request whose prompt is the text before `position`."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"text must be a poem's text, got {text!r}")
-        text = text.strip()
-        if any(ch.isspace() for ch in text):
-            raise ValueError("text must be the poem's text without spaces or line breaks (positions index it)")
-        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position < len(text):
-            raise ValueError(f"position must be an integer from 0 to {len(text) - 1} (an index into the poem's "
-                             f"text, punctuation included), got {position!r}")
-        if text[position] in LINE_ENDS or not text[position].isalpha():
-            raise ValueError(f"position {position} is the punctuation {text[position]!r}: choose a character")
-        options = {**settings, "num_candidates": 1}
-        options.pop("script", None)
-        try:
-            whole = validate(self.vocab, GenerationConfig(prompt=text, **options, script=settings.get("script", "auto")))
-        except UnknownCharactersError as error:
-            raise UnknownCharactersError(error.chars, "text" if error.what == "prompt" else error.what) from None
-        try:
-            Decoder(self, whole)  # the text must fit the form
-        except ValueError as error:
-            raise ValueError(f"text does not fit: {error}") from None
-        if len(whole.prompt) != len(text):
-            raise ValueError("text changes length in the model's script; give it in that script")
-        if whole.form in FORM_LINES:
-            lines, chars = FORM_LINES[whole.form]
-            if len(text) != lines * (chars + 1):
-                raise ValueError(f"text is not a whole {whole.form}: {len(text)} characters with punctuation, "
-                                 f"a {whole.form} has {lines * (chars + 1)}")
-        if whole.form in FORM_LINES and position // (chars + 1) in dict(whole.locked):
-            line = position // (chars + 1)
-            raise ValueError(f"position {position} is in locked line {line}: unlock it to change it")
-        settings["script"] = whole.script  # the whole text's script ("auto" would read only the part before)
-        return self.request(GenerationConfig(prompt=text[:position], **options, script=whole.script)), text
-
-    def _constrained_scores(self, dec: Decoder) -> tuple[torch.Tensor, int | None]:
-        """Candidate 0's next-token scores (model log-probabilities plus every constraint's layer) and the
-        token a constraint forces there, if any."""
-        forced = dec.forced(dec.rows[0])
-        with self.decoding():
-            engine = Engine(self)
-            engine.add(dec)
-            logp = engine.net.log_probs(engine.feats[:1])[0].float()
-        bias = np.empty((1, len(self.vocab)), np.float32)
-        dec.bias([0], bias)
-        if not np.isfinite(bias).any():
-            bias[0] = dec.relaxed(0)
-        return logp + torch.from_numpy(bias[0]), forced
-
-    def _shown(self, dec: Decoder, tok: int) -> str:
-        """A token in the request's output script."""
-        ch = self.vocab.tokens[tok]
-        return ch if dec.s.script == self.vocab.script else to_script(ch, dec.s.script)
-
-    def _kept(self, text: str, position: int, settings: dict[str, Any]) -> Poem | None:
-        """The edited poem as it stands when every character from `position` on meets the hard rules, else None."""
-        request = self.request(GenerationConfig(**{**settings, "prompt": text, "num_candidates": 1}))
-        tokens = self.vocab.encode(request.s.prompt)
-        walk = self.request(GenerationConfig(**{**settings, "num_candidates": 1}))
-        row, unforced = walk.rows[0], []
-        bias = np.empty((1, len(self.vocab)), np.float32)
-        for j, tok in enumerate(tokens):
-            forced = walk.forced(row)
-            if forced is None:
-                unforced.append(j)
-            if j >= position:
-                if forced is not None:
-                    if forced != tok:
-                        return None
-                else:
-                    walk.bias([0], bias)
-                    if math.isinf(bias[0, tok]) or walk.refused(0, tok):
-                        return None
-            walk.advance(0, tok)
-        with torch.inference_mode(), torch_threads(self.threads):
-            x = torch.tensor([request.head + tokens], device=self.device)
-            logp = torch.log_softmax(self.model(x[:, :-1])[0].float(), dim=-1)[0]
-        start = len(request.head) - 1
-        chosen = [j for j in unforced if self.token_classes.char[tokens[j]]]
-        request.rows[0].log_prob = float(sum(logp[start + j, tokens[j]] for j in chosen))
-        request.rows[0].sampled = len(chosen)
-        poem = self.poems(request)[0]
-        poem.edit = "kept"
-        return poem
+        return cowrite.replace(self, text, position, char, **settings)
 
     # -- the seams a server uses (Batcher) --------------------------------------------------------
 
@@ -575,37 +301,18 @@ class Poet:
         s, settings, reports = request.s, request.s.to_dict(), {}
         fits = self.locked_fit(request) if s.generated_before_locked else [None] * len(request.rows)
         poems = [self._poem(s, settings, i, row, reports, request.plan, fits[i]) for i, row in enumerate(request.rows)]
-        return self._ranked(poems)[:s.num_candidates]
+        return ranked(poems)[:s.num_candidates]
 
-    @torch.inference_mode()
     def locked_fit(self, request: Decoder) -> list[float]:
         """Per candidate: the mean log-probability of the locked lines' characters that follow a written
         line, given everything before them (the LSTM reads left to right, so this is how well the
         written lines lead into the locked ones; it ranks the candidate prefixes)."""
-        s, tc = request.s, self.token_classes
-        held = dict(s.locked)
-        first = min(i for i in range(max(held)) if i not in held and i >= sum(ch in LINE_ENDS for ch in s.prompt))
-        seqs = [request.head + row.tokens for row in request.rows]
-        width = max(map(len, seqs))
-        x = torch.tensor([seq + [self.vocab.eop_id] * (width - len(seq)) for seq in seqs], device=self.device)
-        with torch_threads(self.threads):
-            logp = torch.log_softmax(self.model(x[:, :-1])[0].float(), dim=-1)
-        logp = logp.gather(-1, x[:, 1:, None])[..., 0].tolist()
-        out = []
-        for k, row in enumerate(request.rows):
-            line, total, count = 0, 0.0, 0
-            for j, tok in enumerate(row.tokens):
-                if line in held and line > first and tc.char[tok]:
-                    total += logp[k][len(request.head) + j - 1]
-                    count += 1
-                line += bool(tc.line_end[tok])
-            out.append(total / count if count else 0.0)
-        return out
+        return cowrite.locked_fit(self, request)
 
     def _poem(self, s: Settings, settings: dict, i: int, row: Row, reports: dict | None = None,
               plan: ThemePlan | None = None, locked_fit: float | None = None) -> Poem:
         """A finished candidate with its prosody and copy reports and its score."""
-        model_text = _finished_text(self.vocab.decode(row.tokens))
+        model_text = finished_text(self.vocab.decode(row.tokens))
         known = reports.get(model_text) if reports is not None else None
         if known is None:
             text = model_text if s.script == self.vocab.script else to_script(model_text, s.script)
@@ -621,8 +328,8 @@ class Poet:
         couplets = self.couplet_scores(model_lines) if s.form != "free" else None
         parallel = sorted({k // 2 for k in parallel_lines(s)})
         parts = score_parts(mean, report, copy, coherence=self.coherence([line[:-1] for line in model_lines]),
-                            parallelism=sum(couplets[k] for k in parallel) / len(parallel) if couplets and parallel
-                            else 0.0, theme=plan.share(model_text) if plan is not None else 0.0,
+                            parallelism=parallel_part(couplets, parallel),
+                            theme=plan.share(model_text) if plan is not None else 0.0,
                             locked_fit=locked_fit)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
@@ -633,17 +340,6 @@ class Poet:
                     parallelism=couplets,
                     theme=plan.to_dict(model_text) if plan is not None else None, report=report)
 
-    @staticmethod
-    def _ranked(poems: list[Poem]) -> list[Poem]:
-        """Best score first (ties: batch order), duplicates dropped, ranks numbered from 1."""
-        seen, out = set(), []
-        for poem in sorted(poems, key=lambda p: (-p.score, p.candidate)):
-            if poem.text not in seen:
-                seen.add(poem.text)
-                poem.rank = len(out) + 1
-                out.append(poem)
-        return out
-
     def continue_text(self, seed_text: str = "", max_new_tokens: int = 128, temperature: float = 1.0,
                       top_k: int | None = None, seed: int | None = None) -> str:
         """Seed text continued as free verse until `<EOP>` or `max_new_tokens`: text only, no reports (the
@@ -653,8 +349,7 @@ class Poet:
                                                 seed=seed, max_length=len(seed_text) + max_new_tokens,
                                                 avoid_copies=False))
         self.decode([request])
-        return _finished_text(self.vocab.decode(request.rows[0].tokens))
-
+        return finished_text(self.vocab.decode(request.rows[0].tokens))
 
 
 def _generate_signature() -> inspect.Signature:
@@ -670,6 +365,7 @@ def _generate_signature() -> inspect.Signature:
 
 
 Poet.generate.__signature__ = _generate_signature()
+
 
 def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
          corpus: str | Path | None = MODEL_CORPUS) -> Poet:
@@ -689,21 +385,4 @@ def load(path_or_repo_id: str | Path | None = None, device: str | None = None,
     if corpus == MODEL_CORPUS:
         corpus = find_corpus(path_or_repo_id) or (DEFAULT_CORPUS if DEFAULT_CORPUS.is_file() else None)
     return Poet(model, dev, lines=find_line_index(path_or_repo_id), corpus=corpus,
-                couplets=_couplets(find_couplets(path_or_repo_id)), themes=find_corpus(path_or_repo_id))
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_ALTERNATIVES:
-        raise ValueError(f"k must be an integer from 1 to {MAX_ALTERNATIVES}, got {k!r}")
-    return int(k)
-
-
-def _couplets(path: Path | None) -> CoupletTable | None:
-    """The model folder's couplet table; a damaged one costs the parallelism weights, not the load."""
-    if path is None:
-        return None
-    try:
-        return CoupletTable.load(path)
-    except Exception as error:  # noqa: BLE001 - any damage: warn and decode without it
-        warnings.warn(f"{path}: couplet table not used ({type(error).__name__}: {error})", stacklevel=3)
-        return None
+                couplets=read_couplets(find_couplets(path_or_repo_id)), themes=find_corpus(path_or_repo_id))
