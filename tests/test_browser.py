@@ -160,7 +160,10 @@ def _send_instead(page, field: str, value: str) -> None:
 
     def rewrite(route):
         body = route.request.post_data_json
-        body["data"][inputs[body["fn_index"]].index(field)] = value
+        names = inputs[body["fn_index"]]
+        if field not in names:  # another event of the click (the card, the permalink): sent as it is
+            return route.continue_()
+        body["data"][names.index(field)] = value
         route.continue_(post_data=json.dumps(body))
 
     page.route("**/gradio_api/queue/join*", rewrite)
