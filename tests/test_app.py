@@ -416,9 +416,9 @@ def app_module():
 @pytest.fixture(scope="module")
 def render():
     sys.path.insert(0, str(REPO))
-    import app_render
+    from ui import render
 
-    return app_render
+    return render
 
 
 def test_rendering_escapes_every_text(render):

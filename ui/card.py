@@ -1,6 +1,6 @@
 """A poem card: a PNG of one poem typeset the traditional way, for people to save and share.
 
-    from app_card import poem_card
+    from ui.card import poem_card
     poem_card("春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。", title="春晓", form="五绝").save("card.png")
 
 竖排: each line of the poem is a column read top to bottom, the first line at the right, columns
@@ -9,10 +9,13 @@ drawn as given, so a poem in traditional script stays traditional. Tone marks (o
 small at the left of each character: 平 level, 仄 oblique, 中 either (a polyphone; the usual
 格律 notation), from the poem's own prosody report or, for bare text, `poetry_model.prosody.analyze`.
 
-It lives beside the app rather than in `poetry_model`: it is presentation (like app_render.py)
+It lives beside the app rather than in `poetry_model`: it is presentation (like render.py)
 and needs Pillow and a CJK font, which loading and generating do not. Pillow comes with gradio;
 the font is Debian's fonts-wqy-microhei (packages.txt installs it on a Space), found by
 `find_cjk_font`, which says how to install one when none is there.
+
+At the end, the app's side: `make_card` (the /card endpoint: checked input, a PNG file under
+CARD_DIR) and `card_inputs` (what the card of a /generate result shows).
 """
 from __future__ import annotations
 
@@ -20,11 +23,13 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from poetry_model.generation.config import check_flag
 from poetry_model.text import HAN, LINE_ENDS, split_with_punctuation
 
 # Fonts tried in order after $POEM_CARD_FONT: Debian/Ubuntu paths of fonts that cover both scripts.
@@ -166,4 +171,53 @@ def poem_card(text: str, *, title: str = "", form: str = "", tones: list[str] | 
         strip = strip.rotate(-90, expand=True)
         img.paste(strip, (int(MARGIN + COLUMN / 2 - strip.width / 2), MARGIN))
     return img
+
+
+# ---------------------------------------------------------------------------------------------
+# The app's /card endpoint and the card of a /generate result
+
+CARD_DIR = Path(tempfile.gettempdir()) / "poem-cards"  # this app's PNGs, before gradio copies them to its cache
+CARDS_KEPT = 200                                       # older ones are deleted
+CARD_DOC = ("A PNG of a poem typeset vertically (竖排, first line at the right). Args: text: the poem, lines "
+            "closed by ，。？！；：; title: the title or theme shown in the first column (may be empty); form: shown "
+            "under it (may be empty); tone_marks: 平/仄/中 beside each character. Returns the PNG file.")
+
+
+def make_card(text: str, title: str = "", form: str = "", tone_marks: bool = True,
+              tones: list[str] | None = None, footer: str = "") -> str:
+    """The PNG card of a poem, written under CARD_DIR; its path. Bad input -> gr.Error."""
+    import gradio as gr  # here, not above: drawing a card needs no gradio
+
+    from ui.request import error_text, text_value
+
+    try:
+        text = text_value("text", text)
+        title, form = text_value("title", title), text_value("form", form)
+        image = poem_card(text, title=title, form=form, tones=tones,
+                          tone_marks=check_flag("tone_marks", tone_marks), footer=footer)
+    except ValueError as exc:
+        raise gr.Error("invalid input: " + error_text(exc), title="输入有误 · Invalid input", print_exception=False) from None
+    except CardFontError as exc:
+        raise gr.Error(error_text(exc), title="缺字体 · No Chinese font", print_exception=False) from None
+    CARD_DIR.mkdir(parents=True, exist_ok=True)
+    old = sorted(CARD_DIR.glob("*.png"), key=lambda f: f.stat().st_mtime)[:-CARDS_KEPT]
+    for f in old:
+        f.unlink(missing_ok=True)
+    with tempfile.NamedTemporaryFile(dir=CARD_DIR, prefix="poem-", suffix=".png", delete=False) as f:
+        image.save(f, format="PNG", optimize=True)
+    return f.name
+
+
+def card_inputs(result: dict | None) -> tuple[str, str, str, list[str] | None, str]:
+    """(text, title, form, tone marks, footer) of a result's best poem for its card ("" when none)."""
+    poems = (result or {}).get("poems") or []
+    if not poems:
+        return "", "", "", None, ""
+    best = poems[0]
+    settings = best.get("settings") or {}
+    title = str(settings.get("title") or settings.get("theme") or "")
+    prosody = best.get("prosody") or {}
+    tones = [TONE_MARK.get(c.get("tones") or "", "") for c in prosody.get("chars") or []] or None
+    form = str(prosody.get("form") or best.get("form") or "")
+    return best["text"], title, form, tones, f"唐诗生成器 seed {best.get('seed', '')}"
 
