@@ -181,7 +181,9 @@ CLICK_JS = """() => {
 def escape_choice_errors(radio: gr.Radio) -> None:
     """Make `radio` refuse a value outside its choices with that value shown as text: Gradio's own
     message echoes the value into a toast, and toasts render HTML. Wrapped on the instance, as a
-    gr.Radio subclass would make Gradio write a .pyi stub beside this file."""
+    gr.Radio subclass would make Gradio write a .pyi stub beside this file. No handler may send these
+    radios a gr.update(): Gradio would rebuild them for the session without the wrapper (the browser
+    test `test_a_crafted_request_is_echoed_as_text` fails if one does)."""
     check = radio.preprocess
 
     def preprocess(payload: Any) -> Any:
@@ -335,8 +337,9 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         values, problems = parse_permalink(query)
         for problem in problems:
             gr.Warning(toast_text(f"链接参数有误 · bad link parameter: {problem}; the default is used"))
-        if not values:
-            return [gr.update() for _ in inputs] + [gr.update(), gr.update()]
+        if not values:  # plain values, not gr.update(): an update rebuilds the controls for the session,
+            # and the rebuilt form/script radios would lose escape_choice_errors' wrapper
+            return [DEFAULTS[k] for k in PAGE_PARAMS] + [gr.update(), gr.update()]
         filled = {**DEFAULTS, **values}
         try:
             html, result = page_outputs(await generate(**filled))

@@ -122,8 +122,8 @@ def test_edit_and_lock_a_line_then_regenerate_the_rest(context, shipped_server):
 
     page.locator("#lock_6 input").check()      # a ticked line is kept as it stands
     page.locator("#regenerate").click()
-    page.wait_for_function("() => document.querySelectorAll('#poems .poems:not(.streaming) .poem-line.locked')"
-                           ".length === 2")
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'#poems .poems:not(.streaming) .poem-card:first-child .poem-line.locked').length === 2")
     again = best_lines(page)
     assert again[1] == after[1] and again[6] == after[6] and again != after
     page.wait_for_url("**locked=**")           # the permalink holds the locked lines too
