@@ -55,6 +55,10 @@ REQUESTS: dict[str, dict] = {
     "alias-qijue": dict(form="qijue", seed=61, top_p=0.8, top_k=20),
     "traditional-input": dict(acrostic="萬里長風", form="七绝", seed=67),
     "many-candidates": dict(form="五绝", seed=71, num_candidates=8, temperature=1.0),
+    "wulv-theme": dict(form="五律", theme="秋夜", seed=3, num_candidates=2),
+    "qijue-theme-traditional": dict(form="七绝", theme="邊塞", seed=5),
+    "qilv-locked": dict(form="七律", locked={1: "明月何时照我还"}, seed=3, num_candidates=2),
+    "wujue-locked-last": dict(form="五绝", locked={3: "低头思故乡"}, seed=9),
 }
 
 
