@@ -57,10 +57,10 @@ class ThemePlan:
         return [c for c in self.chars if c in text]
 
     def share(self, text: str) -> float:
-        """Share of a poem's Han characters that are planned ones (the theme part of the ranking)."""
+        """Distinct planned characters a poem uses, per Han character of it (the theme part of the
+        ranking). A planned character counts once however often it occurs, so a repeat never scores."""
         chars = [c for c in text if _is_han(c)]
-        planned = set(self.chars)
-        return sum(c in planned for c in chars) / len(chars) if chars else 0.0
+        return len(set(chars) & set(self.chars)) / len(chars) if chars else 0.0
 
     def to_dict(self, text: str) -> dict:
         return {"theme": self.theme, "source": self.source, "poems": self.poems, "planned": list(self.chars),

@@ -81,3 +81,16 @@ def test_season_named_once_keeps_its_opposite_away(poet):
     # A prompt naming both seasons asks for them: the pair is left alone.
     both = poet.generate(prompt="春去又秋来，", form="五绝", seed=1, season_strength=10.0)[0].text
     assert "春" in both and "秋" in both
+
+
+def test_no_rhyme_position_repeats_an_earlier_line_end(poet):
+    """重韵: a rhyme character that already ended a line would make the poem not rhyme (this themed
+    五绝 once ended lines 1 and 4 with 长); every poem here must rhyme, with distinct rhyme characters."""
+    requests = [dict(form=form, seed=s, theme=theme) for form in ("五绝", "七律") for s in SEEDS
+                for theme in ("", "边塞")] + [dict(form="五绝", theme="边塞", seed=1094)]
+    for result in poet.generate_many(requests):
+        poem = result[0]
+        ends = [line[-1] for line in poem_lines(poem.text)]
+        rhymes = [ends[k] for k in range(1, len(ends), 2)]
+        assert poem.report.rhymes, poem.text
+        assert len(set(rhymes)) == len(rhymes) and ends[0] not in rhymes, poem.text

@@ -197,6 +197,30 @@ class Parallelism(Constraint):
             self.cur[i].append(tok)
 
 
+class RhymeOnce(Constraint):
+    """重韵: a rhyme position never takes a character that already ended a line of the poem (an open
+    first line's rhyme included); the prosody checker counts a poem that repeats one as not rhyming."""
+
+    name, priority = "rhyme-once", 3
+
+    def __init__(self, rows: int, classes: TokenClasses):
+        self.tc = classes
+        self.line_ends: list[list[int]] = [[] for _ in range(rows)]  # the last character of each line so far
+        self.last: list[int | None] = [None] * rows
+        self.at_rhyme = [False] * rows   # whether the row's next token ends a rhyming line
+
+    def layer(self, i: int, row: Row) -> np.ndarray | None:
+        return np.array(self.line_ends[i], np.int64) if self.at_rhyme[i] and self.line_ends[i] else None
+
+    def advance(self, i: int, row: Row, tok: int) -> None:
+        if self.tc.char[tok]:
+            self.last[i] = tok
+        elif self.tc.line_end[tok] and self.last[i] is not None:
+            self.line_ends[i].append(self.last[i])
+            self.last[i] = None
+        self.at_rhyme[i] = row.masks().rhyme is not None  # the state has moved on: this is the next position
+
+
 class NoRepeatPairs(Constraint):
     """A pair of characters never occurs twice in a poem (so the text cannot loop): the next character is banned."""
 
@@ -356,7 +380,7 @@ def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: 
     if s.locked:
         out.append(Locked(locked_ids(s, index)))
     if s.rhyme_strength > 0:
-        out.append(Rhyme(vectors, s.rhyme_strength))
+        out += [Rhyme(vectors, s.rhyme_strength), RhymeOnce(rows, classes)]
     if s.tone_strength > 0:
         out.append(Tone(vectors, s.tone_strength))
     out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))
