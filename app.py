@@ -178,24 +178,6 @@ CLICK_JS = """() => {
 # The Blocks
 
 
-def escape_choice_errors(radio: gr.Radio) -> None:
-    """Make `radio` refuse a value outside its choices with that value shown as text: Gradio's own
-    message echoes the value into a toast, and toasts render HTML. Wrapped on the instance, as a
-    gr.Radio subclass would make Gradio write a .pyi stub beside this file. No handler may send these
-    radios a gr.update(): Gradio would rebuild them for the session without the wrapper (the browser
-    test `test_a_crafted_request_is_echoed_as_text` fails if one does)."""
-    check = radio.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        try:
-            return check(payload)
-        except gr.Error as exc:
-            raise gr.Error(f"invalid input: {radio.elem_id}: {toast_text(exc.message)}",
-                           title="输入有误 · Invalid input", print_exception=False) from None
-
-    radio.preprocess = preprocess
-
-
 def new_seed() -> int:
     return secrets.randbelow(2**31)
 
@@ -337,9 +319,8 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         values, problems = parse_permalink(query)
         for problem in problems:
             gr.Warning(toast_text(f"链接参数有误 · bad link parameter: {problem}; the default is used"))
-        if not values:  # plain values, not gr.update(): an update rebuilds the controls for the session,
-            # and the rebuilt form/script radios would lose escape_choice_errors' wrapper
-            return [DEFAULTS[k] for k in PAGE_PARAMS] + [gr.update(), gr.update()]
+        if not values:
+            return [gr.update() for _ in inputs] + [gr.update(), gr.update()]
         filled = {**DEFAULTS, **values}
         try:
             html, result = page_outputs(await generate(**filled))
@@ -436,8 +417,6 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                     redraw = gr.Button("重绘诗笺 Redraw card", elem_id="card_redraw")
                 with gr.Accordion("JSON（与 /generate API 相同 · same as the API）", open=False):
                     poems_json = gr.JSON(label="result", elem_id="result_json")
-        for radio in (form, script):
-            escape_choice_errors(radio)
         inputs = [prompt, acrostic, form, rhyme, rhyme_strength, tones, tone_strength, temperature, top_k, top_p,
                   style, num_candidates, seed, script, theme]
         gr.Examples(EXAMPLES, inputs=[prompt, acrostic, form, style, seed, theme], label="示例 Examples (click to fill)",
@@ -445,12 +424,17 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         after = dict(fn=after_generate, inputs=[poems_json, card_marks], api_visibility="private",
                      outputs=[card_text, card_title, card_form, card_download, permalink, *line_rows, *locks,
                               *line_boxes])
+        # preprocess=False: the page's values reach request_kwargs as sent, which checks every one (as for
+        # /generate) and echoes them escaped. Gradio's own choice check would put a crafted form or script
+        # value into its toast as HTML.
         done = go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
-                        api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency)
+                        api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency,
+                        preprocess=False)
         done.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         again = regenerate.click(regenerate_page, [*inputs, relax_locked, poems_json, *locks, *line_boxes],
                                  [poems_html, poems_json],
-                                 api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency)
+                                 api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency,
+                                 preprocess=False)
         again.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         alt_show.click(show_alternatives, [poems_json, alt_position], [alt_choices, edit_status],
                        api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency)
