@@ -10,19 +10,11 @@ from urllib.parse import quote
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 from gradio_client import Client  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_app_cowrite import ink_columns  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _local_only  # noqa: E402  (skips without chromium)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=TIMEOUT_MS)
-        yield b
-        b.close()
+from test_browser import TIMEOUT_MS, _local_only, browser  # noqa: E402, F401  (skips without chromium; the same browser fixture)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +110,8 @@ def test_edit_and_lock_a_line_then_regenerate_the_rest(context, shipped_server):
     page.wait_for_function("() => document.querySelector('#poems .poems:not(.streaming) .poem-line.locked')")
     after = best_lines(page)
     assert after[1] == "明月何时照我还。" and after != before
+    # the lock boxes are set by the event that follows the poem: wait for it, then read them
+    page.wait_for_function("() => document.querySelector('#lock_1 input')?.checked")
     assert page.locator("#lock_1 input").is_checked() and not page.locator("#lock_6 input").is_checked()
 
     page.locator("#lock_6 input").check()      # a ticked line is kept as it stands
