@@ -329,10 +329,11 @@ class Poet(Indexes):
         couplets = self.couplet_scores(model_lines) if s.form != "free" else None
         parallel = sorted({k // 2 for k in parallel_lines(s)})
         han_lines = [line[:-1] for line in model_lines]
+        unigram = self.char_log_prob(model_text)  # first: the coherence table then reuses the texts it read
         parts = score_parts(mean, report, copy, coherence=self.coherence(han_lines),
                             parallelism=parallel_part(couplets, parallel),
                             theme=plan.share(model_text) if plan is not None else 0.0,
-                            repeats=accidental_repeats(han_lines), unigram=self.char_log_prob(model_text),
+                            repeats=accidental_repeats(han_lines), unigram=unigram,
                             locked_fit=locked_fit)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),
