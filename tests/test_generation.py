@@ -146,7 +146,7 @@ def test_candidates_are_ranked_by_the_documented_score(poet):
     assert [p.rank for p in poems] == list(range(1, len(poems) + 1))
     assert [p.score for p in poems] == sorted((p.score for p in poems), reverse=True)
     for p in poems:
-        assert set(p.score_parts) == {"lm", "prosody", "novelty", "coherence", "parallelism", "theme"}
+        assert set(p.score_parts) == {"lm", "prosody", "novelty", "coherence", "parallelism", "theme", "repeats", "breadth"}
         assert p.score == pytest.approx(sum(p.score_parts.values()), abs=1e-3)
         assert p.score_parts["lm"] == pytest.approx(p.log_prob / p.sampled_tokens, abs=1e-3)
         assert p.score_parts["prosody"] == pytest.approx(1.0)

@@ -2,7 +2,8 @@
 
 `lines` (corpus-line hashes, for `avoid_copies`), the full copy index of the corpus file (the
 longest shared span and the nearest poem), the couplet table's 对仗 partners, the theme index and
-the adjacent-line PMI table (themes' plans, the coherence score), and the prosody engine's masks
+the adjacent-line PMI table (themes' plans, the coherence score, the characters' unigram
+frequencies of the breadth score), and the prosody engine's masks
 over the vocabulary. An optional file that is missing costs its feature; a damaged one warns and
 costs its feature too, never the service.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import threading
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from ..corpus_index import CorpusIndex
 from ..couplets import CoupletTable
@@ -91,6 +94,18 @@ class Indexes:
                 if self._line_pairs is False:
                     self._line_pairs = read_line_pairs(self._themes_path(), self._theme_index or None)
         return self._line_pairs.coherence(lines) if self._line_pairs is not None else 0.0
+
+    def char_log_prob(self, text: str) -> float:
+        """Mean natural-log unigram probability (add-one) of a text's Han characters in the themes corpus's
+        training split (the ranking's breadth part); 0 without a corpus or a Han character."""
+        index = self.theme_index()
+        cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        cp = cp[cp >= 0x3400]
+        if index is None or not len(cp):
+            return 0.0
+        at = np.minimum(np.searchsorted(index.points, cp), len(index.points) - 1)
+        counts = np.where(index.points[at] == cp, index.counts[at], 0)
+        return float(np.mean(np.log((counts + 1.0) / (index.total + len(index.points)))))
 
     def theme_plan(self, theme: str, lines: int) -> ThemePlan:
         """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""

@@ -83,6 +83,7 @@ from .engine import Decoder, Engine, Row
 from .indexes import Indexes, read_couplets
 from .ranking import (
     THEME_WEIGHT,  # noqa: F401  (re-exported from its former home)
+    accidental_repeats,
     finished_text,
     parallel_part,
     ranked,
@@ -327,9 +328,12 @@ class Poet(Indexes):
         model_lines = split_with_punctuation(model_text)
         couplets = self.couplet_scores(model_lines) if s.form != "free" else None
         parallel = sorted({k // 2 for k in parallel_lines(s)})
-        parts = score_parts(mean, report, copy, coherence=self.coherence([line[:-1] for line in model_lines]),
+        han_lines = [line[:-1] for line in model_lines]
+        unigram = self.char_log_prob(model_text)  # first: the coherence table then reuses the texts it read
+        parts = score_parts(mean, report, copy, coherence=self.coherence(han_lines),
                             parallelism=parallel_part(couplets, parallel),
                             theme=plan.share(model_text) if plan is not None else 0.0,
+                            repeats=accidental_repeats(han_lines), unigram=unigram,
                             locked_fit=locked_fit)
         lines = split_with_punctuation(text)
         return Poem(text=text, lines=lines, score=round(sum(parts.values()), 4),

@@ -11,6 +11,11 @@ Score (higher is better), each part returned in `score_parts`:
   parallelism  PARALLEL_WEIGHT * mean aligned PMI of the couplets written parallel (a 律诗's middle
            couplets; 0 where none is);
   theme    THEME_WEIGHT * share of the poem's characters that the theme's plan holds (0 without a theme);
+  repeats  -REPEAT_WEIGHT * repeated characters other than 叠字 (`accidental_repeats`: each use of a
+           character after its first, a doubling inside a line such as 萧萧 counting as one use);
+  breadth  -BREADTH_WEIGHT * mean natural-log unigram probability of the poem's characters in the
+           model folder's corpus (`Indexes.char_log_prob`; 0 without it): with lm, a pointwise mutual
+           information, so a candidate wins by characters its context predicts, not by common ones;
   locked_fit  (only when a written line comes before a locked one) LOCKED_FIT_WEIGHT * the mean
            log-probability of the locked lines' characters after the first written line.
 The weights were chosen by measurement (docs/quality.md, "Ranking"): the log-probability alone
@@ -29,20 +34,37 @@ if TYPE_CHECKING:
 PROSODY_WEIGHT, COPIED_LINE_WEIGHT, SPAN_WEIGHT, FREE_SPAN = 1.0, 1.0, 0.25, 4
 COHERENCE_WEIGHT, PARALLEL_WEIGHT, THEME_WEIGHT = 4.0, 1.0, 2.0
 LOCKED_FIT_WEIGHT = 1.0
+REPEAT_WEIGHT, BREADTH_WEIGHT = 0.2, 0.2
 
 
 def score_parts(mean_log_prob: float, report, copy: dict, *, coherence: float = 0.0, parallelism: float = 0.0,
-                theme: float = 0.0, locked_fit: float | None = None) -> dict[str, float]:
-    """The documented score: lm + prosody + novelty + coherence + parallelism + theme (+ locked_fit; see the
-    module docstring)."""
+                theme: float = 0.0, repeats: int = 0, unigram: float = 0.0,
+                locked_fit: float | None = None) -> dict[str, float]:
+    """The documented score: lm + prosody + novelty + coherence + parallelism + theme + repeats + breadth
+    (+ locked_fit; see the module docstring)."""
     prosody = PROSODY_WEIGHT * (0.5 * bool(report.rhymes) + 0.5 * float(report.tone_score)) if report else 0.0
     span = copy.get("longest_span_chars") or 0
     novelty = -(COPIED_LINE_WEIGHT * len(copy["copied_lines"]) + SPAN_WEIGHT * max(0, span - FREE_SPAN))
     parts = {"lm": mean_log_prob, "prosody": prosody, "novelty": novelty, "coherence": COHERENCE_WEIGHT * coherence,
-             "parallelism": PARALLEL_WEIGHT * parallelism, "theme": THEME_WEIGHT * theme}
+             "parallelism": PARALLEL_WEIGHT * parallelism, "theme": THEME_WEIGHT * theme,
+             "repeats": -REPEAT_WEIGHT * repeats, "breadth": -BREADTH_WEIGHT * unigram}
     if locked_fit is not None:
         parts["locked_fit"] = LOCKED_FIT_WEIGHT * locked_fit
     return {k: round(v, 4) + 0.0 for k, v in parts.items()}
+
+
+def accidental_repeats(lines: list[str]) -> int:
+    """Uses of a character after its first in a poem (`lines` without punctuation), a 叠字 (a character
+    doubling the one before it inside a line) counting as one use, as the `Repetition` constraint counts."""
+    seen: set[str] = set()
+    count = 0
+    for line in lines:
+        for k, ch in enumerate(line):
+            if k and line[k - 1] == ch and (k < 2 or line[k - 2] != ch):
+                continue  # the second of a 叠字: one use with the first (a third in a row is a repeat)
+            count += ch in seen
+            seen.add(ch)
+    return count
 
 
 def couplet_scores(couplets: CoupletTable | None, lines: list[str]) -> list[float] | None:
