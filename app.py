@@ -427,14 +427,17 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
         # preprocess=False: the page's values reach request_kwargs as sent, which checks every one (as for
         # /generate) and echoes them escaped. Gradio's own choice check would put a crafted form or script
         # value into its toast as HTML.
+        # show_progress="hidden" on the two streaming events: the draft's 写作中 head is their progress, and
+        # gradio's overlay (drawn at the click, redrawn with every streamed update) cost the browser ~45 ms
+        # of the click -> first line time on a 2-core box (benchmarks/browser_latency.py). Errors still toast.
         done = go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
                         api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency,
-                        preprocess=False)
+                        preprocess=False, show_progress="hidden")
         done.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         again = regenerate.click(regenerate_page, [*inputs, relax_locked, poems_json, *locks, *line_boxes],
                                  [poems_html, poems_json],
                                  api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency,
-                                 preprocess=False)
+                                 preprocess=False, show_progress="hidden")
         again.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         alt_show.click(show_alternatives, [poems_json, alt_position], [alt_choices, edit_status],
                        api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency)
