@@ -423,31 +423,38 @@ def build_app(generator, *, model_name: str = "", concurrency: int = CONCURRENCY
                     elem_id="examples")
         after = dict(fn=after_generate, inputs=[poems_json, card_marks], api_visibility="private",
                      outputs=[card_text, card_title, card_form, card_download, permalink, *line_rows, *locks,
-                              *line_boxes])
+                              *line_boxes], show_progress_on=[card_download])
         # preprocess=False: the page's values reach request_kwargs as sent, which checks every one (as for
         # /generate) and echoes them escaped. Gradio's own choice check would put a crafted form or script
         # value into its toast as HTML.
+        # Progress: gradio's page re-sends every status change (a click makes several) to every component
+        # that any event has shown progress on, copying each one's value as it goes; with the 30 outputs of
+        # `after` and a full result in poems_json that was ~50 ms of the browser's time per status change,
+        # before the first line could show. So each event shows progress on one component (show_progress_on),
+        # and the two streaming events show none: the draft's 写作中 head is their progress (gradio's overlay
+        # also cost ~45 ms). Errors still toast. See benchmarks/browser_latency.py.
+        quiet = dict(show_progress="hidden", show_progress_on=[poems_html])
         done = go.click(generate_page, inputs, [poems_html, poems_json], api_name="generate_page",
                         api_visibility="undocumented", concurrency_id="poet", concurrency_limit=concurrency,
-                        preprocess=False)
+                        preprocess=False, **quiet)
         done.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         again = regenerate.click(regenerate_page, [*inputs, relax_locked, poems_json, *locks, *line_boxes],
                                  [poems_html, poems_json],
                                  api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency,
-                                 preprocess=False)
+                                 preprocess=False, **quiet)
         again.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         alt_show.click(show_alternatives, [poems_json, alt_position], [alt_choices, edit_status],
                        api_visibility="private", concurrency_id="poet", concurrency_limit=concurrency)
         picked = alt_apply.click(apply_alternative, [poems_json, alt_position, alt_choices],
                                  [poems_html, poems_json, alt_choices, edit_status], api_visibility="private",
-                                 concurrency_id="poet", concurrency_limit=concurrency)
+                                 concurrency_id="poet", concurrency_limit=concurrency, show_progress_on=[poems_html])
         picked.success(**after).success(None, permalink, None, js=PERMALINK_JS)
         demo.load(None, None, None, js=CLICK_JS)
         gr.api(alternatives, api_name="alternatives", concurrency_id="poet", concurrency_limit=concurrency)
         gr.api(replace, api_name="replace", concurrency_id="poet", concurrency_limit=concurrency)
         # A permalink (?form=七绝&seed=7...): gradio hands the page's query string to this load event.
         loaded = demo.load(from_permalink, None, [*inputs, poems_html, poems_json], api_visibility="private",
-                           concurrency_id="poet", concurrency_limit=concurrency)
+                           concurrency_id="poet", concurrency_limit=concurrency, show_progress_on=[poems_html])
         loaded.success(**after)
         redraw.click(card, [card_text, card_title, card_form, card_marks], card_download, api_name="card",
                      concurrency_limit=4)

@@ -10,7 +10,8 @@ the report) is decoded twice, interleaved so that a busy machine slows both alik
    line and to the Future's poems.
 The ratio first line / whole poem is what streaming buys: a reader sees the first line after that
 fraction of the wait. The issue's target, the first line within 150 ms of a click, is printed as
-met or not for this machine (the browser and the server's own round trip come on top).
+met or not for this machine (the browser and the server's own round trip come on top:
+benchmarks/browser_latency.py times the click in Chromium).
 """
 from __future__ import annotations
 

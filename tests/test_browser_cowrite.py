@@ -6,6 +6,7 @@ The server is conftest's `shipped_server` (the shipped model); the browser reach
 """
 from __future__ import annotations
 
+import statistics
 from urllib.parse import quote
 
 import pytest
@@ -15,6 +16,8 @@ from gradio_client import Client  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_app_cowrite import ink_columns  # noqa: E402
 from test_browser import TIMEOUT_MS, _local_only, browser  # noqa: E402, F401  (skips without chromium; the same browser fixture)
+
+from benchmarks.browser_latency import PROBE_JS  # noqa: E402  (the page's own click -> line clock)
 
 
 @pytest.fixture(scope="module")
@@ -148,29 +151,26 @@ def test_click_a_character_pick_an_alternative(context, shipped_server):
 
 
 def test_lines_stream_in_before_the_poem_is_done(context, shipped_server):
+    """At the app's default 4 candidates, each click shows candidate 0's first line while the poem is still
+    being written; the click -> first line time (the page's own clock) is printed, not asserted."""
     page = open_page(context, shipped_server.url)
     page.locator("#form").get_by_label("七律").check()
-    page.locator("#seed input").fill("3")
-    page.locator("#num_candidates input[type=number]").fill("8")
-    page.evaluate("""() => {
-        window.__seen = []; window.__t0 = null;
-        document.querySelector('#generate').addEventListener('click', () => { window.__t0 = performance.now(); },
-                                                             {capture: true});
-        new MutationObserver(() => {
-            if (window.__t0 === null) return;
-            const streaming = !!document.querySelector('#poems .poems.streaming');
-            const lines = document.querySelectorAll('#poems .poem-draft .poem-line, #poems .poem-card:first-child .poem-line').length;
-            window.__seen.push([performance.now() - window.__t0, streaming, lines]);
-        }).observe(document.querySelector('#poems'), {childList: true, subtree: true});
-    }""")
-    page.locator("#generate").click()
-    page.locator("#poems .poems:not(.streaming) .poem-card").first.wait_for()
-    seen = page.evaluate("window.__seen")
-    partial = [(ms, n) for ms, streaming, n in seen if streaming and n > 0]
-    done = next(ms for ms, streaming, n in seen if not streaming and n == 8)
-    print(f"\nstreaming 七律 x8 candidates (shipped model): first line {partial[0][0]:.0f} ms after the click, "
-          f"whole poem {done:.0f} ms; line counts seen while streaming: {[n for _, n in partial]}")
-    assert partial and partial[0][1] < 8 and partial[0][0] <= done
+    page.evaluate(PROBE_JS)
+    clicks = []
+    for seed in (3, 4, 5):
+        page.locator("#seed input").fill(str(seed))
+        page.locator("#seed input").press("Tab")
+        page.locator("#generate").click()
+        page.wait_for_function("() => window.__click && window.__click.whole !== null")
+        clicks.append(page.evaluate("window.__click"))
+        page.wait_for_url(f"**seed={seed}**")  # the events after the poem are done before the next click
+    first = statistics.median(c["first"] for c in clicks)
+    print(f"\nstreaming 七律 x4 candidates (shipped model), median of {len(clicks)} clicks: first line "
+          f"{first:.0f} ms after the click, whole poem {statistics.median(c['whole'] for c in clicks):.0f} ms; "
+          f"line counts seen while streaming: {[c['lines'] for c in clicks]}")
+    for c in clicks:
+        assert c["lines"] and c["lines"][0] < 8 and c["first"] < c["whole"], c
+    assert len(best_lines(page)) == 8
 
 
 def test_theme_field_writes_a_themed_poem_and_the_permalink_keeps_it(context, client, shipped_server):
