@@ -1,9 +1,10 @@
 """Top-k / top-p sampling of many rows at once, each request's rows from its own generator.
 
-Hand-written rather than torch.multinomial or transformers' warpers for two reasons: one call
-samples the rows of several requests, each consuming its own torch.Generator exactly as a
-multinomial draw of that request alone would (so a seed gives the same poem alone or batched);
-and no operation here mixes rows, so a row's token never depends on the batch around it.
+Hand-written rather than torch.multinomial or transformers' warpers for three reasons: one call
+samples the rows of several requests, each consuming its own torch.Generator as that request alone
+would (one uniform per row, so a seed gives the same poem alone or batched); no operation here
+mixes rows, so a row's token never depends on the batch around it; and top-p sorts only the head
+of each row that holds its nucleus, not the whole vocabulary (the sort was most of a sampled step).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import math
 
 import numpy as np
 import torch
+
+NUCLEUS_HEADS = (256, 1024, 3072)  # top-p sorts the shortest of these heads that holds its nucleus, else all
 
 
 def _largest(scores: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,32 +33,60 @@ def _largest(scores: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.T
     return scores.gather(-1, ids), ids
 
 
+def _sorted_head(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's largest logits, sorted: the shortest of NUCLEUS_HEADS whose mass reaches top_p in every
+    row (the nucleus then lies inside it: the same tokens as sorting the whole row), else whole rows.
+    Sorting a whole ~9k vocabulary took most of a sampled step; selecting a head first is linear."""
+    lse = torch.logsumexp(logits, -1)
+    for k in NUCLEUS_HEADS:
+        if k >= logits.shape[-1]:
+            break
+        head, ids = _largest(logits, k)
+        if bool((torch.logsumexp(head, -1) - lse >= math.log(top_p) + 1e-5).all()):
+            return head, ids
+    return _largest(logits, None)
+
+
+def truncated(scores: torch.Tensor, temperature: float, top_k: int | None,
+              top_p: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The logits a draw picks from, after temperature, top-k and top-p (cut ones -inf), and their token
+    ids (None: the logits are the whole row in vocabulary order)."""
+    ids = None
+    if top_k is not None and top_k < scores.shape[-1]:
+        logits, ids = _largest(scores, top_k)
+        logits = pool = logits / temperature  # top-p's mass: within the top k
+    elif top_p < 1:
+        pool = scores / temperature           # top-p's mass: over the whole row, sorted or not
+        logits, ids = _sorted_head(pool, top_p)
+    else:
+        logits = scores / temperature
+    if top_p < 1:
+        probs = torch.exp(logits - torch.logsumexp(pool, -1, keepdim=True))
+        # Keep the smallest head of the sorted list whose mass reaches top_p (the first always stays).
+        logits = logits.masked_fill(probs.cumsum(-1) - probs >= top_p, -math.inf)
+    return logits, ids
+
+
 def sample(scores: torch.Tensor, temperature: float, top_k: int | None, top_p: float,
            generator: torch.Generator | list[tuple[torch.Generator, int, int]]) -> torch.Tensor:
     """One token per row of (n, V) scores: greedy at temperature 0, else top-k, then top-p, then a draw.
 
     `generator` draws for every row, or is a list of (generator, first row, end row): rows of
-    several requests sampled together, each request with its own generator. The draw is
-    torch.multinomial's own (probabilities over exponential noise, argmax), done here so that one
-    call serves many requests; a request's rows consume its generator exactly as a multinomial would."""
+    several requests sampled together, each request with its own generator. The draw is an inverse-CDF
+    draw (one uniform per row over the cumulative probabilities of the kept tokens, largest first), done
+    here so that one call serves many requests and a request's rows consume its generator the same way
+    alone or batched."""
     if temperature == 0:
         return scores.argmax(-1)
-    ids = None
-    if top_k is not None and top_k < scores.shape[-1]:
-        logits, ids = _largest(scores, top_k)
-        logits = logits / temperature
-    elif top_p < 1:
-        logits, ids = _largest(scores / temperature, None)
-    else:
-        logits = scores / temperature
-    if top_p < 1:
-        probs = torch.softmax(logits, -1)
-        # Keep the smallest head of the sorted list whose mass reaches top_p (the first always stays).
-        logits = logits.masked_fill(probs.cumsum(-1) - probs >= top_p, -math.inf)
-    probs = torch.softmax(logits, -1)
-    noise = torch.empty_like(probs)
-    spans = [(generator, 0, len(probs))] if isinstance(generator, torch.Generator) else generator
+    logits, ids = truncated(scores, temperature, top_k, top_p)
+    cdf = torch.softmax(logits, -1).cumsum_(-1)
+    # One uniform per row, drawn from its request's generator: the draw never depends on how many
+    # tokens were sorted or on the rows around it. It picks the first position whose cdf exceeds
+    # u * total (kept below the total): never a cut token, whose cdf equals the one before it.
+    u = torch.empty(len(cdf), 1)
+    spans = [(generator, 0, len(cdf))] if isinstance(generator, torch.Generator) else generator
     for gen, lo, hi in spans:
-        noise[lo:hi].exponential_(1, generator=gen)
-    pick = probs.div_(noise).argmax(-1, keepdim=True)
+        u[lo:hi].uniform_(generator=gen)
+    total = cdf[:, -1:]
+    pick = torch.searchsorted(cdf, torch.minimum(u * total, torch.nextafter(total, torch.zeros(()))), right=True)
     return (ids.gather(-1, pick) if ids is not None else pick).squeeze(-1)
