@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from poetry_model import load
-from poetry_model.prosody import analyze, char_rhyme_groups
+from poetry_model.prosody import analyze, char_rhyme_groups, char_tones
 from poetry_model.vocab import UnknownCharactersError
 
 MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "tang-lstm"
@@ -157,13 +157,16 @@ def test_replace_keeps_a_fitting_edit_and_recontinues_a_breaking_one(poet, qijue
     kept = poet.replace(poem.text, 12, alt, form="七绝", seed=poem.seed)
     assert kept.edit == "kept" and kept.text == poem.text[:12] + alt + poem.text[13:]
     assert kept.to_dict()["edit"] == "kept" and kept.score_parts["lm"] < 0
-    # The first line's rhyme moved to another group: the later rhymes no longer fit, the rest is written again.
+    # The first rhyme moved to another group: the later rhymes no longer fit, the rest is written again.
+    # The first rhyme ends line 1 if that line rhymes, else line 2; the new character is one read 平
+    # alone (a polyphone such as 望 may stand read 仄 at an unrhymed line's end).
     group = set(char_rhyme_groups(poem.text[30]))
-    other = next(a["char"] for a in poet.alternatives(poem.text, 6, k=50, form="七绝")
-                 if char_rhyme_groups(a["char"]) and not set(char_rhyme_groups(a["char"])) & group)
-    redone = poet.replace(poem.text, 6, other, form="七绝", seed=poem.seed)
-    assert redone.edit == "recontinued" and redone.text[:7] == poem.text[:6] + other
-    assert redone.text != poem.text[:6] + other + poem.text[7:]
+    first = 6 if set(char_rhyme_groups(poem.text[6])) & group and char_tones(poem.text[6]) == {"平"} else 14
+    other = next(a["char"] for a in poet.alternatives(poem.text, first, k=50, form="七绝")
+                 if char_tones(a["char"]) == {"平"} and not set(char_rhyme_groups(a["char"])) & group)
+    redone = poet.replace(poem.text, first, other, form="七绝", seed=poem.seed)
+    assert redone.edit == "recontinued" and redone.text[:first + 1] == poem.text[:first] + other
+    assert redone.text != poem.text[:first] + other + poem.text[first + 1:]
     assert_regulated(redone.text, "七绝")
     with pytest.raises(ValueError, match="cannot stand at position 30: excluded by the rhyme"):
         poet.replace(poem.text, 30, "月", form="七绝")
