@@ -399,3 +399,31 @@ def test_cli_prints_poems_and_json(tiny_model_dir, planted_corpus, capsys):
     assert "#1  score" in capsys.readouterr().out
     assert main(args + ["--temperature", "-1"]) == 2
     assert "error: temperature must be" in capsys.readouterr().err
+
+
+def test_top_p_keeps_the_nucleus_of_a_full_sort_whatever_head_is_sorted():
+    """The sampler sorts only a head of each row when the nucleus fits in it: the tokens it keeps (and
+    their order) must equal those of sorting the whole row, for peaked, Zipf-like and flat rows."""
+    from poetry_model.generation.sampling import NUCLEUS_HEADS, sample, truncated
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 9000
+    zipf = -torch.log(torch.arange(1, vocab + 1, dtype=torch.float32))[torch.randperm(vocab, generator=gen)]
+    rows = torch.stack([zipf * 3, zipf * 1.2, zipf * 0.6, torch.randn(vocab, generator=gen) * 0.1,
+                        torch.randn(vocab, generator=gen) * 4])
+    rows[1, :4000] = -math.inf  # masked tokens, as the constraints leave them
+    lengths = set()
+    for top_p in (0.5, 0.9, 0.95, 0.999):
+        for row in rows:
+            logits, ids = truncated(row[None], 0.85, None, top_p)
+            kept = ids[0][logits[0] > -math.inf].tolist()
+            order = torch.sort(row / 0.85, descending=True, stable=True).indices
+            probs = torch.softmax(row / 0.85, -1)[order]
+            need = int(((probs.cumsum(0) - probs) < top_p).sum())
+            assert kept == order[:need].tolist()
+            lengths.add(ids.shape[-1])
+    assert lengths & set(NUCLEUS_HEADS) and vocab in lengths  # both a head and the whole row were sorted
+    # The draw: a row's token comes from its nucleus with its probability, whoever shares the batch.
+    picks = sample(rows[:1].repeat(4000, 1), 0.85, None, 0.9, torch.Generator().manual_seed(1))
+    nucleus = set(truncated(rows[:1], 0.85, None, 0.9)[1][0][:64].tolist())
+    assert set(picks.tolist()) <= nucleus and len(set(picks.tolist())) > 1

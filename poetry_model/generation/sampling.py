@@ -14,6 +14,10 @@ import numpy as np
 import torch
 
 NUCLEUS_HEADS = (256, 1024, 3072)  # top-p sorts the shortest of these heads that holds its nucleus, else all
+# A head is tried only when it is this many times the rows' largest perplexity: a 0.95 nucleus of the
+# shipped model held 2.4x its row's perplexity at the median (up to 25x), so shorter heads rarely
+# hold it; random weights (perplexity ~ the vocabulary) go straight to the whole row.
+NUCLEUS_PER_PERPLEXITY = 1
 
 
 def _largest(scores: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,16 +38,16 @@ def _largest(scores: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.T
 
 
 def _sorted_head(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's largest logits, sorted: the shortest of NUCLEUS_HEADS whose mass reaches top_p in every
-    row (the nucleus then lies inside it: the same tokens as sorting the whole row), else whole rows.
-    Sorting a whole ~9k vocabulary took most of a sampled step; selecting a head first is linear."""
-    lse = torch.logsumexp(logits, -1)
+    """Each row's largest logits, sorted: the shortest head of NUCLEUS_HEADS, at least the rows' perplexity
+    long, that holds top_p of every row's mass (the nucleus then lies inside it: the same tokens as
+    sorting the whole row), else whole rows. Sorting a whole ~9k vocabulary took most of a sampled step."""
+    log_probs = logits - torch.logsumexp(logits, -1, keepdim=True)
+    perplexity = float(torch.exp(-(log_probs.exp() * log_probs).nansum(-1)).max())  # cut tokens: 0 * -inf
     for k in NUCLEUS_HEADS:
-        if k >= logits.shape[-1]:
-            break
-        head, ids = _largest(logits, k)
-        if bool((torch.logsumexp(head, -1) - lse >= math.log(top_p) + 1e-5).all()):
-            return head, ids
+        if k < logits.shape[-1] and k >= NUCLEUS_PER_PERPLEXITY * perplexity:
+            head, ids = _largest(logits, k)
+            if bool((torch.logsumexp(log_probs.gather(-1, ids), -1) >= math.log(top_p) + 1e-5).all()):
+                return head, ids
     return _largest(logits, None)
 
 
