@@ -18,6 +18,7 @@ from test_app_cowrite import ink_columns  # noqa: E402
 from test_browser import TIMEOUT_MS, _local_only, browser  # noqa: E402, F401  (skips without chromium; the same browser fixture)
 
 from benchmarks.browser_latency import PROBE_JS  # noqa: E402  (the page's own click -> line clock)
+from ui.request import DEFAULTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,8 @@ def test_theme_field_writes_a_themed_poem_and_the_permalink_keeps_it(context, cl
     page.locator("#generate").click()
     page.wait_for_url("**theme=**")
     lines = best_lines(page)
-    expected = client.predict(api_name="/generate", form="七绝", theme="边塞", seed=5, num_candidates=4)["poems"][0]
+    expected = client.predict(api_name="/generate", form="七绝", theme="边塞", seed=5,
+                              num_candidates=DEFAULTS["num_candidates"])["poems"][0]  # the page's default
     assert lines == expected["lines"]
     meta = page.locator("#poems .poem-card").first.locator(".poem-meta").inner_text()
     assert "边塞" in meta and all(ch in meta for ch in expected["theme"]["used"])

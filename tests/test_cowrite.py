@@ -42,6 +42,15 @@ def test_locked_lines_appear_verbatim_and_the_rest_keeps_the_form(poet, form, lo
             assert poem.settings["locked"] == {str(k): v for k, v in locked.items()}
 
 
+def test_no_line_written_before_a_locked_one_ends_on_its_rhyme_character(poet):
+    """重韵 across a locked line: the lines written before it cannot see it, so its last character is
+    reserved from the start and no earlier rhyme position takes it."""
+    results = poet.generate_many([dict(form="七绝", seed=seed, locked={3: "明月何时照我还"}) for seed in range(16)])
+    for [poem] in results:
+        assert all(not line[:-1].endswith("还") for line in poem.lines[:3]), poem.text
+        assert_regulated(poem.text, "七绝")
+
+
 def test_lines_before_a_locked_line_are_ranked_by_how_well_it_follows(poet):
     last = poet.generate(form="七绝", seed=5, locked={3: "明月何时照我还"})
     first = poet.generate(form="七绝", seed=5, locked={0: "明月何时照我还"})

@@ -17,10 +17,12 @@ from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from huggingface_hub import ModelCard
 
 from poetry_model.data import dedup_split, load_npz, split_indices, strip_padding
+from poetry_model.generation.config import GenerationConfig
 from poetry_model.model import PoetryLSTM
 from poetry_model.prosody import analyze
 from train.evaluate import LM_KEYS, MODES, SAMPLE_KEYS, SHARE_KEYS, main
 from train.kneser_ney import KneserNey, fit_and_score
+from train.quality import main as quality_main
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "tang-lstm"
@@ -29,13 +31,15 @@ SAMPLES = 4
 
 @pytest.fixture(scope="module")
 def evaluation(tiny_model_dir, full_npz, tmp_path_factory):
-    """One run of the evaluator on the tiny model (and the same model again as the baseline), 300 poems."""
+    """One run of the evaluator on the tiny model (and the same model again as the baseline), 300 poems,
+    its card with the tables of a small real train.quality run."""
     tmp = tmp_path_factory.mktemp("evaluate")
     model = shutil.copytree(tiny_model_dir, tmp / "model")
     out = tmp / "eval"
+    quality_main(["--data", str(full_npz), "--num-poems", "10", "--forms", "五绝", "--out", str(tmp / "quality")])
     results = main(["--model", str(model), "--baseline", str(tiny_model_dir), "--data", str(full_npz),
                     "--limit-poems", "300", "--samples", str(SAMPLES), "--batch-size", "3", "--out", str(out),
-                    "--write-card", "--threads", "1"])
+                    "--write-card", "--quality", str(tmp / "quality" / "quality.json"), "--threads", "1"])
     return results, out, model
 
 
@@ -118,7 +122,23 @@ def test_write_card_has_model_index_with_the_metrics(evaluation):
     lm = results["models"]["model"]["validation"]
     assert metrics == pytest.approx({k: lm[k] for k in ("cross_entropy", "bits_per_char", "perplexity")})
     assert "5-gram Kneser-Ney" in card.text and "| model | 七律 |" in card.text
+    quality = card.text.split("## Poems against real poems", 1)[1]
+    assert "1 candidate per poem" in quality and f"breadth {GenerationConfig.default('breadth')}" in quality
+    assert "#### 五绝 (n = 10 generated and 10 real)" in quality and "| classifier accuracy" in quality
+    assert "\n- no theme, 五绝: " in quality  # a sample poem of the run
     PoetryLSTM.from_pretrained(model)  # the card does not disturb loading
+
+
+def test_a_card_is_refused_a_quality_file_that_is_not_a_report(tiny_model_dir, full_npz, tmp_path):
+    bad = tmp_path / "quality.json"
+    bad.write_text('{"forms": {}}')
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    card_before = (model / "README.md").read_bytes() if (model / "README.md").exists() else None
+    with pytest.raises(SystemExit, match="--quality .*quality.json: not a train.quality report"):
+        main(["--model", str(model), "--data", str(full_npz), "--limit-poems", "300", "--lm-only",
+              "--out", str(tmp_path / "eval"), "--write-card", "--quality", str(bad), "--threads", "1"])
+    after = (model / "README.md").read_bytes() if (model / "README.md").exists() else None
+    assert after == card_before and not (tmp_path / "eval").exists()  # refused before any work or write
 
 
 def test_push_to_hub_uploads_the_folder_with_the_card(fake_hub, tiny_model_dir, full_npz, tmp_path):

@@ -94,3 +94,21 @@ def test_no_rhyme_position_repeats_an_earlier_line_end(poet):
         rhymes = [ends[k] for k in range(1, len(ends), 2)]
         assert poem.report.rhymes, poem.text
         assert len(set(rhymes)) == len(rhymes) and ends[0] not in rhymes, poem.text
+
+
+def test_breadth_draws_rarer_characters_and_keeps_the_form(poet):
+    """`breadth` leans the draw toward characters rarer than the corpus's usual one: over the same seeds
+    the poems use more distinct characters and rarer ones, and keep form, rhyme and tones."""
+    rarity, index = poet.rarity(), poet.vocab.index
+    assert rarity is not None, "the shipped model folder has a themes corpus"
+    assert rarity[index["，"]] == 0 and rarity[index["不"]] < 0 < rarity[index["鹧"]]
+    off = poet.generate_many([dict(seed=s, form="五律", breadth=0.0) for s in SEEDS])
+    on = poet.generate_many([dict(seed=s, form="五律", breadth=0.5) for s in SEEDS])
+    chars = lambda poems: [c for p in poems for line in poem_lines(p[0].text) for c in line]  # noqa: E731
+    mean_rarity = lambda poems: np.mean([rarity[index[c]] for c in chars(poems)])  # noqa: E731
+    assert mean_rarity(on) > mean_rarity(off) + 0.2
+    assert len(set(chars(on))) > len(set(chars(off)))
+    for [poem, *_] in on:
+        report = poem.report
+        assert report.form == "五律" and report.rhymes and report.tone_score == 1.0 and not report.violations, poem.text
+    assert on[0][0].settings["breadth"] == 0.5

@@ -382,13 +382,47 @@ def card_metrics(results: dict) -> dict:
     return {k: lm[k] for k in ("cross_entropy", "bits_per_char", "perplexity")}
 
 
-def write_card(model_dir: Path, results: dict, tables: str, repo_id: str | None) -> Path:
+def read_quality(path: str) -> dict:
+    """A `python -m train.quality` report (its quality.json; read as JSON, never unpickled)."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(report["markdown"], str) or not isinstance(report["settings"], dict) \
+                or not isinstance(report["generation"], dict):
+            raise TypeError("markdown, settings or generation of the wrong type")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"error: --quality {path}: not a train.quality report ({error})") from None
+    return report
+
+
+def quality_section(paths: list[str]) -> str:
+    """The card's section of poems against real poems: the first report's tables, then one sample poem
+    per form of every report (the others are typically the same defaults with a theme)."""
+    reports = [read_quality(p) for p in paths]
+    tables, settings = reports[0]["markdown"], reports[0]["settings"]
+    candidates = settings.get("num_candidates", 1)
+    intro = (f"From `python -m train.quality`: {candidates} candidate{'s' if candidates != 1 else ''} per poem "
+             "against held-out real poems of the same shape (validation split), with shuffled and real-vs-real "
+             "baselines; the targets in the last column. The measures are explained in the project's "
+             "docs/quality.md.")
+    body = tables.split("\n", 2)[2] if tables.startswith("settings:") else tables  # the settings line as a list
+    body = body.replace("\n### ", "\n#### ").removeprefix("### ")
+    listed = ", ".join(f"{k} {v}" for k, v in settings.items() if v not in (None, ""))
+    samples = [f"- {r['settings'].get('theme') or 'no theme'}, {form}: {g['poems'][0]}"
+               for r in reports for form, g in r["generation"].items() if g.get("poems")]
+    return (f"## Poems against real poems\n\n{intro}\n\nSettings: {listed}.\n\n#### {body}\n\n"
+            "### Samples (the first poem of each run and form)\n\n" + "\n".join(samples))
+
+
+def write_card(model_dir: Path, results: dict, tables: str, repo_id: str | None, quality: str = "") -> Path:
+    """The model card: the evaluation's tables, then `quality` (a `quality_section`) when given."""
     from poetry_model.hub import write_model_card
 
     description = ("## Evaluation\n\nFrom `python -m train.evaluate` (seed "
                    f"{results['settings']['seed']}, data `{Path(results['data']['path']).name}`, "
                    f"{results['data']['train_poems']} training / {results['data']['val_poems']} validation poems).\n\n"
                    + tables)
+    if quality:
+        description += "\n\n" + quality
     return write_model_card(model_dir, card_metrics(results), repo_id=repo_id, description=description)
 
 
@@ -414,6 +448,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="dedup", choices=["dedup", "random"],
                    help="validation split: de-duplicated (default) or the original random 10%%")
     p.add_argument("--lm-only", action="store_true", help="cross-entropy table only, no samples")
+    p.add_argument("--quality", nargs="+", default=None, metavar="JSON",
+                   help="with --write-card: the tables of a train.quality run (its quality.json) and a sample "
+                        "poem per form of it and of any further runs (e.g. with a theme), added to the card")
     args = p.parse_args(argv)
     if args.samples < 1 or not 1 <= args.batch_size <= MAX_BATCH or args.kn_order < 1 or args.limit_poems < 0:
         p.error(f"--samples and --kn-order must be >= 1, --batch-size 1..{MAX_BATCH}, --limit-poems >= 0")
@@ -425,6 +462,7 @@ def run(args: argparse.Namespace) -> dict:
     from poetry_model.generation import pick_device
 
     started = time.perf_counter()
+    quality = quality_section(args.quality) if args.quality else ""  # a bad file is named before any work
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -464,7 +502,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.write_card or args.push_to_hub:
         model_dir = local_model_dir(args.model, out)
         repo_id = args.push_to_hub or (None if Path(args.model).is_dir() else args.model)
-        card = write_card(model_dir, results, tables, repo_id)
+        card = write_card(model_dir, results, tables, repo_id, quality)
         print(f"model card: {card}")
     if args.push_to_hub:
         from poetry_model.hub import push_folder

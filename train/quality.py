@@ -65,6 +65,7 @@ class QualityConfig:
     parallel_strength: float | None = None
     season_strength: float | None = None
     time_strength: float | None = None
+    breadth: float | None = None
     theme_strength: float | None = None
     theme: str | None = None             # generate(theme=...), or prompt= with theme_prompt
     theme_prompt: bool = False           # the old baseline: the theme word as the poem's first characters
@@ -551,7 +552,8 @@ def decoding_kwargs(cfg: QualityConfig) -> dict:
         kw["top_p"] = cfg.top_p
     if cfg.repetition_penalty is not None:
         kw["repetition_penalty"] = cfg.repetition_penalty
-    for name in ("dieci", "parallelism", "parallel_strength", "season_strength", "time_strength", "theme_strength"):
+    for name in ("dieci", "parallelism", "parallel_strength", "season_strength", "time_strength", "breadth",
+                 "theme_strength"):
         if getattr(cfg, name) is not None:
             kw[name] = getattr(cfg, name)
     return kw
@@ -574,7 +576,7 @@ def generate_poems(poet, form: str, cfg: QualityConfig) -> tuple[list[str], dict
             settings = settings or {k: poem.settings[k] for k in ("temperature", "top_k", "top_p",
                                                                   "repetition_penalty", "dieci", "parallelism",
                                                                   "parallel_strength", "season_strength", "time_strength",
-                                                                  "theme", "theme_strength", "num_candidates", "rhyme", "tones",
+                                                                  "breadth", "theme", "theme_strength", "num_candidates", "rhyme", "tones",
                                                                   "avoid_copies") if k in poem.settings}
             if has_shape(poem.text, form):
                 texts.append(poem.text)
@@ -803,6 +805,7 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
     p.add_argument("--parallel-strength", type=float, default=None, help="default: generate's default")
     p.add_argument("--season-strength", type=float, default=None, help="default: generate's default")
     p.add_argument("--time-strength", type=float, default=None, help="default: generate's default")
+    p.add_argument("--breadth", type=float, default=None, help="default: generate's default")
     p.add_argument("--theme", default=None, help="theme word, passed as theme= (see --theme-prompt)")
     p.add_argument("--theme-prompt", action="store_true", help="baseline: pass the theme word as prompt= instead")
     p.add_argument("--theme-strength", type=float, default=None, help="default: generate's default")
@@ -818,7 +821,7 @@ def parse_args(argv: list[str] | None = None) -> QualityConfig:
                          temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                          repetition_penalty=a.repetition_penalty, dieci=a.dieci, parallelism=a.parallelism,
                          parallel_strength=a.parallel_strength,
-                         season_strength=a.season_strength, time_strength=a.time_strength,
+                         season_strength=a.season_strength, time_strength=a.time_strength, breadth=a.breadth,
                          theme_strength=a.theme_strength, theme=a.theme, theme_prompt=a.theme_prompt,
                          num_candidates=a.num_candidates,
                          seed=a.seed, folds=a.folds, out=a.out)

@@ -4,7 +4,7 @@ line (`add_arguments`) and the app's widgets are derived from them.
 
     cfg = GenerationConfig(form="七绝", acrostic="春夏秋冬", seed=7)
     settings = validate(poet.vocab, cfg)      # -> Settings: resolved, in the model's script
-    GenerationConfig.default("temperature")   # 0.85
+    GenerationConfig.default("temperature")   # 0.6
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ MAX_CANDIDATES, MAX_LENGTH, DEFAULT_MAX_LENGTH = 64, 512, 124
 MAX_TEMPERATURE, MAX_REPETITION_PENALTY = 10.0, 10.0
 MAX_SEED = 2**63 - 1
 MAX_PARALLEL = MAX_SEASON = MAX_THEME_STRENGTH = 10.0
+MAX_BREADTH = 2.0
 PARALLELISM = ("auto", "on", "off")
 LOCKED_PREFIXES = 8     # candidates decoded at least when generated lines come before a locked line (ranked by fit)
 
@@ -86,16 +87,19 @@ class GenerationConfig:
     tone_strength: float = option(1.0, "0..1: 1 = hard mask, s < 1 multiplies off-tone probabilities by 1 - s, "
                                        "0 = off", lo=0, hi=1)
     # Decoding defaults chosen by measurement (train/quality.py, docs/quality.md: "Decoding grid").
-    temperature: float = option(0.85, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
+    temperature: float = option(0.6, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
                                 flags=("-t", "--temperature"))
     top_k: int | None = option(None, "sample among the k most likely tokens (None = no limit; above the vocabulary "
                                    "size = all of it)", lo=1, hi=2**62)
     top_p: float = option(0.95, "nucleus sampling: the smallest head of the distribution with this mass",
                           lo=0, hi=1, open_low=True)
-    repetition_penalty: float = option(1.5, "nats subtracted per earlier use of a character (叠字 exempt with dieci)",
+    repetition_penalty: float = option(1.2, "nats subtracted per earlier use of a character (叠字 exempt with dieci)",
                                        lo=0, hi=MAX_REPETITION_PENALTY)
     dieci: bool = option(True, "叠字: a character may double the one before it inside a line (萧萧) free of the "
                                "repetition penalty, the pair counting as one use", flags=("--no-dieci",))
+    breadth: float = option(0.3, "vocabulary breadth: nats toward a character per nat it is rarer than the corpus's "
+                                  "usual one (the draw follows p(c | poem) / p(c)^breadth; 0 = off)",
+                            lo=0, hi=MAX_BREADTH)
     parallelism: str = option("auto", "对仗: auto (律诗 middle couplets), on (also a 绝句's 2nd and 4th lines) or off",
                               choices=PARALLELISM)
     parallel_strength: float = option(1.0, "对仗 bias: nats per unit of aligned-pair PMI toward the characters that "
@@ -109,7 +113,7 @@ class GenerationConfig:
     theme: str = option("", "keywords or a title (秋夜, 送友人, 边塞, 月): characters related to it in the corpus, "
                             "one planned keyword per line, lean the poem toward it; a model that takes titles also "
                             "reads it as the title", limit=MAX_THEME)
-    theme_strength: float = option(1.5, "theme bias: nats toward the theme's related characters (times how typical "
+    theme_strength: float = option(0.75, "theme bias: nats toward the theme's related characters (times how typical "
                                         "each is) and toward each line's keyword until used (0 = planned, no bias)",
                                    lo=0, hi=MAX_THEME_STRENGTH)
     style: str = option("", "text fed to the model first to set the mood, never printed", limit=MAX_STYLE)
@@ -170,6 +174,7 @@ class Settings:
     top_p: float
     repetition_penalty: float
     dieci: bool
+    breadth: float
     parallelism: str
     parallel_strength: float
     season_strength: float
@@ -404,6 +409,7 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         tone_strength=_in_range("tone_strength", c.tone_strength), temperature=_in_range("temperature", c.temperature),
         top_k=top_k, top_p=_in_range("top_p", c.top_p),
         repetition_penalty=_in_range("repetition_penalty", c.repetition_penalty), dieci=check_flag("dieci", c.dieci),
+        breadth=_in_range("breadth", c.breadth),
         parallelism=_choice("parallelism", c.parallelism, PARALLELISM),
         parallel_strength=_in_range("parallel_strength", c.parallel_strength),
         season_strength=_in_range("season_strength", c.season_strength),

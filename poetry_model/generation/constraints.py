@@ -199,13 +199,15 @@ class Parallelism(Constraint):
 
 class RhymeOnce(Constraint):
     """重韵: a rhyme position never takes a character that already ended a line of the poem (an open
-    first line's rhyme included); the prosody checker counts a poem that repeats one as not rhyming."""
+    first line's rhyme included), nor one that ends a locked line still to come (`reserved`); the
+    prosody checker counts a poem that repeats one as not rhyming."""
 
     name, priority = "rhyme-once", 3
 
-    def __init__(self, rows: int, classes: TokenClasses):
+    def __init__(self, rows: int, classes: TokenClasses, reserved: list[int] = ()):
         self.tc = classes
-        self.line_ends: list[list[int]] = [[] for _ in range(rows)]  # the last character of each line so far
+        # the last character of each line so far, and of every locked line (forced there, so never refused)
+        self.line_ends: list[list[int]] = [list(reserved) for _ in range(rows)]
         self.last: list[int | None] = [None] * rows
         self.at_rhyme = [False] * rows   # whether the row's next token ends a rhyming line
 
@@ -332,6 +334,23 @@ class Theme(Constraint):
         self.nats[i, tok] = 0.0
 
 
+class Breadth(Constraint):
+    """Vocabulary breadth: each character gains `strength` nats per nat it is rarer than the corpus's
+    usual character (`Indexes.rarity`), so the draw follows p(c | poem) / p(c)^strength, a step toward
+    pointwise mutual information. Temperature widens a vocabulary by lifting the whole tail, odd
+    sequences with it; this lifts the characters the context already favours over the common ones
+    every context allows (不 人 山 风), which real poems use far less than a sampler does."""
+
+    name, cached = "breadth", True
+
+    def __init__(self, rarity: np.ndarray, strength: float):
+        self.vector = rarity * np.float32(strength)
+        self.vector.flags.writeable = False
+
+    def layer(self, i: int, row: Row) -> np.ndarray:
+        return self.vector
+
+
 class CopyGuard(Constraint):
     """`avoid_copies`: a token that would complete a corpus line is refused and the step resampled."""
 
@@ -373,14 +392,16 @@ def locked_ids(s: Settings, index: dict[str, int]) -> dict[int, list[int]]:
 
 
 def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: TokenClasses, tokens: list[str],
-                      index: dict[str, int], lines=None, partners=None, plan=None) -> list[Constraint]:
+                      index: dict[str, int], lines=None, partners=None, plan=None,
+                      rarity: np.ndarray | None = None) -> list[Constraint]:
     """The constraints of one request, in the order they apply (forced tokens: first one wins);
-    `plan` is the theme's ThemePlan when the request has a theme."""
+    `plan` is the theme's ThemePlan when the request has a theme, `rarity` the corpus's per-token rarity."""
     out: list[Constraint] = [Structure(vectors), Acrostic([index[h] for h in s.acrostic])]
-    if s.locked:
-        out.append(Locked(locked_ids(s, index)))
+    locked = locked_ids(s, index)
+    if locked:
+        out.append(Locked(locked))
     if s.rhyme_strength > 0:
-        out += [Rhyme(vectors, s.rhyme_strength), RhymeOnce(rows, classes)]
+        out += [Rhyme(vectors, s.rhyme_strength), RhymeOnce(rows, classes, [ids[-1] for ids in locked.values()])]
     if s.tone_strength > 0:
         out.append(Tone(vectors, s.tone_strength))
     out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))
@@ -395,6 +416,8 @@ def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: 
     second_lines = parallel_lines(s)
     if second_lines and s.parallel_strength > 0 and partners is not None:
         out.append(Parallelism(rows, len(tokens), partners, second_lines, s.parallel_strength, classes))
+    if s.breadth > 0 and rarity is not None:
+        out.append(Breadth(rarity, s.breadth))
     out.append(NoRepeatPairs(rows, classes))
     if lines is not None:
         out.append(CopyGuard(lines, tokens, classes))

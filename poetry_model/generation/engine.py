@@ -72,7 +72,7 @@ class Decoder:
             s, s.rows, vectors=self.vectors, classes=self.tc, tokens=self.vocab.tokens,
             index=self.vocab.index, lines=poet.line_index() if s.avoid_copies else None,
             partners=poet.couplet_partners() if parallel_lines(s) and s.parallel_strength > 0 else None,
-            plan=self.plan)
+            plan=self.plan, rarity=poet.rarity() if s.breadth > 0 else None)
         cs = self.constraints
         self._forcing = [c for c in cs if _overrides(c, "forced")]
         self._cached = [c for c in cs if c.cached]

@@ -10,6 +10,7 @@ costs its feature too, never the service.
 from __future__ import annotations
 
 import threading
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Indexes:
         self._partners = None
         self.themes, self._theme_index = themes, False  # corpus.npz to plan themes from; False: not read yet
         self._line_pairs: LinePairs | None | bool = False
+        self._rarity: np.ndarray | None | bool = False
 
     def corpus_index(self) -> CorpusIndex | None:
         """The full copy index of the corpus file, or None without one (built and cached on first use)."""
@@ -103,9 +105,29 @@ class Indexes:
         cp = cp[cp >= 0x3400]
         if index is None or not len(cp):
             return 0.0
-        at = np.minimum(np.searchsorted(index.points, cp), len(index.points) - 1)
-        counts = np.where(index.points[at] == cp, index.counts[at], 0)
-        return float(np.mean(np.log((counts + 1.0) / (index.total + len(index.points)))))
+        return float(np.mean(_log_unigram(index, cp)))
+
+    def rarity(self) -> np.ndarray | None:
+        """Per token, how much rarer than usual it is in the themes corpus's training split: the mean
+        log unigram probability of a character (add-one, weighted by frequency) minus the token's own, 0 for
+        tokens other than Han characters (what the `Breadth` constraint leans toward); None without a corpus."""
+        if self._rarity is False:
+            with self._lazy:
+                if self._rarity is False:
+                    self._rarity = self._build_rarity()
+        return self._rarity
+
+    def _build_rarity(self) -> np.ndarray | None:
+        index = self.theme_index()
+        if index is None:
+            return None
+        tokens = self.vocab.tokens
+        han = np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])  # not ，。 or <EOP>
+        cp = np.array([ord(t) if h else 0 for t, h in zip(tokens, han)], np.uint32)
+        usual = float(np.sum(index.counts * _log_unigram(index, index.points)) / index.total)
+        out = np.where(han, usual - _log_unigram(index, cp), 0.0).astype(np.float32)
+        out.flags.writeable = False
+        return out
 
     def theme_plan(self, theme: str, lines: int) -> ThemePlan:
         """The theme's plan (related characters, a keyword per line); only the theme itself without a corpus."""
@@ -156,3 +178,10 @@ def read_couplets(path: Path | None) -> CoupletTable | None:
     except Exception as error:  # noqa: BLE001 - any damage: warn and decode without it
         warnings.warn(f"{path}: couplet table not used ({type(error).__name__}: {error})", stacklevel=3)
         return None
+
+
+def _log_unigram(index: ThemeIndex, cp: np.ndarray) -> np.ndarray:
+    """Add-one log unigram probability of each code point in the theme index's counts."""
+    at = np.minimum(np.searchsorted(index.points, cp), len(index.points) - 1)
+    counts = np.where(index.points[at] == cp, index.counts[at], 0)
+    return np.log((counts + 1.0) / (index.total + len(index.points)))

@@ -213,7 +213,7 @@ class Poet(Indexes):
 
         `options` are GenerationConfig's fields (see `GenerationConfig.describe()`): acrostic, form,
         rhyme, tones, rhyme_strength, tone_strength, temperature, top_k, top_p,
-        repetition_penalty, dieci, parallelism, parallel_strength, season_strength, time_strength, theme,
+        repetition_penalty, dieci, breadth, parallelism, parallel_strength, season_strength, time_strength, theme,
         theme_strength, style, num_candidates, seed, max_length, script, avoid_copies, locked, relax_locked.
         Bad values raise ValueError naming the parameter; an unknown name raises TypeError."""
         request = self.request(GenerationConfig(prompt=prompt, **options))
