@@ -8,9 +8,9 @@ before gradio's own), the first draft line in the DOM and the whole ranked poem.
 with the machine's load average, and against references measured in the same run:
 - the lightest round trip the page makes: 新种子 New seed (an unqueued event) from click to the
   seed box changing, so a busy machine's browser and HTTP cost can be read off;
-- `--baseline DIR`: the app of another checkout (e.g. `git worktree add /tmp/base main`), served
+- `--baseline DIR`: the app of another checkout (e.g. `git worktree add ../base main`), served
   beside this one with clicks interleaved, so both see the same load.
-The issue's target is the first line within 150 ms of the click at the app's 4 candidates.
+The issue's target is the first line within 150 ms of the click (the app now asks for 1 candidate by default).
 Only 127.0.0.1 is contacted; needs Debian's chromium (never `playwright install`).
 """
 from __future__ import annotations

@@ -204,7 +204,7 @@ class RhymeOnce(Constraint):
 
     name, priority = "rhyme-once", 3
 
-    def __init__(self, rows: int, classes: TokenClasses, reserved: list[int] = ()):
+    def __init__(self, rows: int, classes: TokenClasses, reserved: tuple[int, ...] = ()):
         self.tc = classes
         # the last character of each line so far, and of every locked line (forced there, so never refused)
         self.line_ends: list[list[int]] = [list(reserved) for _ in range(rows)]
@@ -401,7 +401,7 @@ def build_constraints(s: Settings, rows: int, *, vectors: MaskVectors, classes: 
     if locked:
         out.append(Locked(locked))
     if s.rhyme_strength > 0:
-        out += [Rhyme(vectors, s.rhyme_strength), RhymeOnce(rows, classes, [ids[-1] for ids in locked.values()])]
+        out += [Rhyme(vectors, s.rhyme_strength), RhymeOnce(rows, classes, tuple(ids[-1] for ids in locked.values()))]
     if s.tone_strength > 0:
         out.append(Tone(vectors, s.tone_strength))
     out.append(Repetition(rows, len(tokens), s.repetition_penalty, classes, s.dieci))

@@ -10,7 +10,6 @@ costs its feature too, never the service.
 from __future__ import annotations
 
 import threading
-import unicodedata
 import warnings
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ..prosody import FormMasks
 from ..themes import LinePairs, ThemeIndex, ThemePlan
 from ..vocab import Vocab
 from .ranking import couplet_scores
+from .states import han_tokens
 
 
 class Indexes:
@@ -122,7 +122,7 @@ class Indexes:
         if index is None:
             return None
         tokens = self.vocab.tokens
-        han = np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])  # not ，。 or <EOP>
+        han = han_tokens(tokens)
         cp = np.array([ord(t) if h else 0 for t, h in zip(tokens, han)], np.uint32)
         usual = float(np.sum(index.counts * _log_unigram(index, index.points)) / index.total)
         out = np.where(han, usual - _log_unigram(index, cp), 0.0).astype(np.float32)

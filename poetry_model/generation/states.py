@@ -26,13 +26,17 @@ def _frozen(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+def han_tokens(tokens: list[str]) -> np.ndarray:
+    """Which tokens are one Han character (not punctuation, not <EOP> or another special token)."""
+    return np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])
+
+
 class TokenClasses:
     """Boolean masks over a vocabulary: Han characters, line ends, sentence ends, <EOP>; built once."""
 
     def __init__(self, tokens: list[str]):
-        is_char = np.array([len(t) == 1 and unicodedata.category(t) == "Lo" for t in tokens])
         self.eop_id = tokens.index(EOP)
-        self.char = _frozen(is_char)
+        self.char = _frozen(han_tokens(tokens))
         self.line_end = _frozen(np.isin(tokens, list(LINE_ENDS)))
         self.sentence_end = _frozen(np.isin(tokens, list(SENTENCE_ENDS)))
         self.eop = _frozen(np.arange(len(tokens)) == self.eop_id)
