@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -179,7 +180,12 @@ class PoetryLSTM(nn.Module, PyTorchModelHubMixin, library_name="poetry_model", l
     # --- Hugging Face packaging -------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
         """Weights as safetensors, plus the vocabulary; config.json and README are written by the mixin."""
-        save_model(self, str(Path(save_directory) / WEIGHTS_FILE))
+        # On a GPU, cuDNN packs the LSTM's weights into one buffer, and safetensors refuses to save views of
+        # a buffer: save a CPU copy in which each weight owns its storage (tied weights stay one parameter).
+        owned = copy.deepcopy(self).cpu()
+        for param in owned.parameters():
+            param.data = param.data.clone()
+        save_model(owned, str(Path(save_directory) / WEIGHTS_FILE))
         if self.vocab is not None:
             self.vocab.save(save_directory)
 

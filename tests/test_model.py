@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_file, save_model
 
 from poetry_model.data import load_npz
 from poetry_model.model import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, PoetryConfig, PoetryLSTM
@@ -58,6 +58,28 @@ def test_round_trip_gives_identical_logits(dataset, tmp_path, sizes):
         (a, state_a), (b, state_b) = model(x), loaded(x)
         assert torch.equal(a, b) and all(torch.equal(s, t) for s, t in zip(state_a, state_b))
         assert torch.equal(model(x[:, :3], state_a)[0], loaded(x[:, :3], state_b)[0])
+
+
+def test_weights_packed_in_one_buffer_save_and_round_trip(dataset, tmp_path):
+    """On a GPU cuDNN packs an LSTM's weights into one buffer, which safetensors refuses to save as views;
+    packing them on the CPU the same way reproduces that refusal, and the folder must still be written."""
+    torch.manual_seed(2)
+    model = PoetryLSTM(PoetryConfig.for_vocab(dataset.vocab, embedding_dim=16, hidden_dim=24, num_layers=2)).eval()
+    model.vocab = dataset.vocab
+    weights = list(model.lstm.parameters())
+    packed = torch.cat([w.detach().flatten() for w in weights])
+    start = 0
+    for w in weights:
+        w.data = packed[start:start + w.numel()].view_as(w)
+        start += w.numel()
+    assert weights[0].untyped_storage().data_ptr() == weights[-1].untyped_storage().data_ptr()
+    with pytest.raises(RuntimeError):
+        save_model(model, str(tmp_path / "refused.safetensors"))
+
+    model.save_pretrained(tmp_path / "m")
+    loaded = PoetryLSTM.from_pretrained(tmp_path / "m")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert weights[0].untyped_storage().data_ptr() == packed.untyped_storage().data_ptr()  # the model is untouched
 
 
 def test_classic_size_is_one_config_away(dataset):
