@@ -167,10 +167,10 @@ def test_replace_keeps_a_fitting_edit_and_recontinues_a_breaking_one(poet, qijue
     assert kept.edit == "kept" and kept.text == poem.text[:12] + alt + poem.text[13:]
     assert kept.to_dict()["edit"] == "kept" and kept.score_parts["lm"] < 0
     # The first rhyme moved to another group: the later rhymes no longer fit, the rest is written again.
-    # The first rhyme ends line 1 if that line rhymes, else line 2; the new character is one read 平
-    # alone (a polyphone such as 望 may stand read 仄 at an unrhymed line's end).
+    # The first rhyme ends line 1 if the report reads that line as rhymed (a polyphone such as 望 or 亲 may
+    # stand either way), else line 2; the new character is one read 平 alone.
     group = set(char_rhyme_groups(poem.text[30]))
-    first = 6 if set(char_rhyme_groups(poem.text[6])) & group and char_tones(poem.text[6]) == {"平"} else 14
+    first = 6 if poem.report.first_line == "入韵" else 14
     other = next(a["char"] for a in poet.alternatives(poem.text, first, k=50, form="七绝")
                  if char_tones(a["char"]) == {"平"} and not set(char_rhyme_groups(a["char"])) & group)
     redone = poet.replace(poem.text, first, other, form="七绝", seed=poem.seed)

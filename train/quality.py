@@ -771,6 +771,9 @@ def run(cfg: QualityConfig) -> dict:
         report["forms"][form] = evaluate_form(form, texts, corpus, cfg, theme)
         record["poems"] = texts  # every measured poem, to read the numbers against
         print(f"{form}: {len(texts)} poems, measured in {time.time() - t:.0f} s", flush=True)
+    if report["settings"]:  # breadth defaults by form (GenerationConfig.breadth): list each form's
+        report["settings"]["breadth"] = " · ".join(f"{form} {rec['settings']['breadth']}"
+                                                  for form, rec in report["generation"].items() if rec["settings"])
     report["markdown"] = markdown(report)
     print(report["markdown"])
     if cfg.out:

@@ -64,6 +64,13 @@ def check_cost(cost: int, limit: int) -> int:
     return cost
 
 
+# Sampling breadth by form, chosen with the temperature on held-out seeds (docs/quality.md, "Breadth by
+# form"): at a low temperature a longer poem narrows more (its 3-gram score rises with its length), so a
+# 律诗 needs more breadth than a 绝句 to read like real poems of its shape. Free verse is not measured
+# against real poems (they have no one shape): it takes a value between.
+BREADTH_BY_FORM = {"五绝": 0.2, "七绝": 0.2, "五律": 0.3, "七律": 0.35, "free": 0.25}
+
+
 def option(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, open_low: bool = False,
            limit: int | None = None, choices: tuple | None = None, flags: tuple[str, ...] = ()) -> Any:
     """A GenerationConfig field: its default plus metadata (help, range, text limit, choices, CLI flags)."""
@@ -87,7 +94,7 @@ class GenerationConfig:
     tone_strength: float = option(1.0, "0..1: 1 = hard mask, s < 1 multiplies off-tone probabilities by 1 - s, "
                                        "0 = off", lo=0, hi=1)
     # Decoding defaults chosen by measurement (train/quality.py, docs/quality.md: "Decoding grid").
-    temperature: float = option(0.6, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
+    temperature: float = option(0.65, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
                                 flags=("-t", "--temperature"))
     top_k: int | None = option(None, "sample among the k most likely tokens (None = no limit; above the vocabulary "
                                    "size = all of it)", lo=1, hi=2**62)
@@ -97,9 +104,10 @@ class GenerationConfig:
                                        lo=0, hi=MAX_REPETITION_PENALTY)
     dieci: bool = option(True, "叠字: a character may double the one before it inside a line (萧萧) free of the "
                                "repetition penalty, the pair counting as one use", flags=("--no-dieci",))
-    breadth: float = option(0.3, "vocabulary breadth: nats toward a character per nat it is rarer than the corpus's "
-                                  "usual one (the draw follows p(c | poem) / p(c)^breadth; 0 = off)",
-                            lo=0, hi=MAX_BREADTH)
+    breadth: float | None = option(None, "vocabulary breadth: nats toward a character per nat it is rarer than the "
+                                         "corpus's usual one (the draw follows p(c | poem) / p(c)^breadth; 0 = off; "
+                                         "None = the form's: " + ", ".join(f"{form} {value}" for form, value in BREADTH_BY_FORM.items()) + ")",
+                                   lo=0, hi=MAX_BREADTH)
     parallelism: str = option("auto", "对仗: auto (律诗 middle couplets), on (also a 绝句's 2nd and 4th lines) or off",
                               choices=PARALLELISM)
     parallel_strength: float = option(1.0, "对仗 bias: nats per unit of aligned-pair PMI toward the characters that "
@@ -113,7 +121,7 @@ class GenerationConfig:
     theme: str = option("", "keywords or a title (秋夜, 送友人, 边塞, 月): characters related to it in the corpus, "
                             "one planned keyword per line, lean the poem toward it; a model that takes titles also "
                             "reads it as the title", limit=MAX_THEME)
-    theme_strength: float = option(0.75, "theme bias: nats toward the theme's related characters (times how typical "
+    theme_strength: float = option(0.5, "theme bias: nats toward the theme's related characters (times how typical "
                                         "each is) and toward each line's keyword until used (0 = planned, no bias)",
                                    lo=0, hi=MAX_THEME_STRENGTH)
     style: str = option("", "text fed to the model first to set the mood, never printed", limit=MAX_STYLE)
@@ -409,7 +417,7 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         tone_strength=_in_range("tone_strength", c.tone_strength), temperature=_in_range("temperature", c.temperature),
         top_k=top_k, top_p=_in_range("top_p", c.top_p),
         repetition_penalty=_in_range("repetition_penalty", c.repetition_penalty), dieci=check_flag("dieci", c.dieci),
-        breadth=_in_range("breadth", c.breadth),
+        breadth=BREADTH_BY_FORM[name] if c.breadth is None else _in_range("breadth", c.breadth),
         parallelism=_choice("parallelism", c.parallelism, PARALLELISM),
         parallel_strength=_in_range("parallel_strength", c.parallel_strength),
         season_strength=_in_range("season_strength", c.season_strength),
