@@ -73,18 +73,29 @@ def test_best_checkpoint_loads_strictly_and_matches_the_best_epoch(small_npz, tm
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+def checkpoint_state(out: Path) -> dict | None:
+    """The trainer state a resume would read: `last`, or `last.old` when a kill caught a checkpoint
+    mid-swap (between moving the old folder aside and the new one into place); None before the first."""
+    from train.train import last_checkpoint
+
+    path = last_checkpoint(out)
+    try:
+        return json.loads((path / "trainer_state.json").read_text()) if path else None
+    except FileNotFoundError:  # swapped away between finding and reading it, while the run goes on
+        return None
+
+
 def test_kill_9_then_resume_continues_from_the_saved_step(small_npz, tmp_path):
     out = tmp_path / "run"
     args = ["--data", str(small_npz), "--out", str(out), *TINY, "--epochs", "2", "--checkpoint-every", "3"]
     proc = subprocess.Popen([sys.executable, "-m", "train.train", *args], cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state_file = out / "last" / "trainer_state.json"
     deadline = time.time() + 120
-    while time.time() < deadline and not (state_file.is_file() and json.loads(state_file.read_text())["global_step"] >= 6):
+    while time.time() < deadline and (checkpoint_state(out) or {}).get("global_step", 0) < 6:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = json.loads(state_file.read_text())
+    saved = checkpoint_state(out)
     assert saved["global_step"] >= 6 and saved["epoch"] == 0  # killed mid-epoch 1
     result = run_cli(args + ["--resume"])
     assert result.returncode == 0, result.stderr
@@ -113,14 +124,13 @@ def test_a_resumed_epoch_counts_all_its_steps_and_is_written_once(small_npz, tmp
     args = ["--data", str(small_npz), "--out", str(tmp_path / "b"), *common]
     proc = subprocess.Popen([sys.executable, "-m", "train.train", *args], cwd=REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state_file = tmp_path / "b" / "last" / "trainer_state.json"
     deadline = time.time() + 180
-    while time.time() < deadline and not (state_file.is_file() and json.loads(state_file.read_text())["epoch"] == 1
-                                          and json.loads(state_file.read_text())["step_in_epoch"] >= 3):
+    while time.time() < deadline and not ((state := checkpoint_state(tmp_path / "b")) and state["epoch"] == 1
+                                          and state["step_in_epoch"] >= 3):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = json.loads(state_file.read_text())
+    saved = checkpoint_state(tmp_path / "b")
     assert saved["epoch"] == 1 and saved["step_in_epoch"] >= 3 and saved["epoch_count"] > 0  # mid-epoch 2, sums kept
     second = run_cli(args + ["--resume"])
     assert straight.returncode == second.returncode == 0, second.stderr
