@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         model.vocab = dataset.vocab
     else:
         model = PoetryLSTM.from_pretrained(args.model)
-        if model.vocab.tokens != dataset.vocab.tokens:
+        # A model that takes titles appends <TITLE_END> (Vocab.extended): the data's ids keep their meaning.
+        if model.vocab.tokens[:len(dataset.vocab)] != dataset.vocab.tokens:
             parser.error(f"{args.model} has another vocabulary than {args.data}")
     cfg = model.config
     corpus = CorpusIndex.for_npz(args.data)

@@ -87,11 +87,12 @@ def sample(scores: torch.Tensor, temperature: float, top_k: int | None, top_p: f
     # One uniform per row, drawn from its request's generator: the draw never depends on how many
     # tokens were sorted or on the rows around it. It picks the first position whose cdf exceeds
     # u * total (kept below the total): never a cut token, whose cdf equals the one before it.
-    # Each uniform is drawn on its generator's device (the poet's), then moved to the scores'.
-    u = torch.empty(len(cdf), 1, device=cdf.device)
+    # The uniforms are drawn on the generators' device (the poet's, one for all), then moved to the scores'.
     spans = [(generator, 0, len(cdf))] if isinstance(generator, torch.Generator) else generator
+    u = torch.empty(len(cdf), 1, device=spans[0][0].device)
     for gen, lo, hi in spans:
-        u[lo:hi] = torch.empty(hi - lo, 1, device=gen.device).uniform_(generator=gen)
+        u[lo:hi].uniform_(generator=gen)
+    u = u.to(cdf.device)
     total = cdf[:, -1:]
     pick = torch.searchsorted(cdf, torch.minimum(u * total, torch.nextafter(total, total.new_zeros(()))), right=True)
     return (ids.gather(-1, pick) if ids is not None else pick).squeeze(-1)
