@@ -25,7 +25,8 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
             p.add_argument(*flags, dest=name, action="store_false" if default else "store_true",
                            help=("turn off: " if default else "turn on: ") + help_text)
             continue
-        kind = {"seed": int, "max_length": int, "top_k": int, "breadth": float, "locked": locked_from_text}.get(name) or type(default)
+        kind = {"seed": int, "max_length": int, "top_k": int, "breadth": float, "repetition_penalty": float,
+                "locked": locked_from_text}.get(name) or type(default)
         if name == "top_k":
             help_text += "; 0 = no limit"
         if name == "max_length":  # None: the library's default

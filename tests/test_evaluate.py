@@ -17,7 +17,7 @@ from fake_hub import fake_hub, run_python  # noqa: F401  (fake_hub is a fixture)
 from huggingface_hub import ModelCard
 
 from poetry_model.data import dedup_split, load_npz, split_indices, strip_padding
-from poetry_model.generation.config import BREADTH_BY_FORM
+from poetry_model.generation.config import BREADTH_BY_FORM, REPETITION_BY_FORM
 from poetry_model.model import PoetryLSTM
 from poetry_model.prosody import analyze
 from train.evaluate import LM_KEYS, MODES, SAMPLE_KEYS, SHARE_KEYS, main
@@ -124,6 +124,7 @@ def test_write_card_has_model_index_with_the_metrics(evaluation):
     assert "5-gram Kneser-Ney" in card.text and "| model | 七律 |" in card.text
     quality = card.text.split("## Poems against real poems", 1)[1]
     assert "1 candidate per poem" in quality and f"breadth 五绝 {BREADTH_BY_FORM['五绝']}" in quality
+    assert f"repetition_penalty 五绝 {REPETITION_BY_FORM['五绝']}" in quality
     assert "#### 五绝 (n = 10 generated and 10 real)" in quality and "| classifier accuracy" in quality
     assert "\n- no theme, 五绝: " in quality  # a sample poem of the run
     PoetryLSTM.from_pretrained(model)  # the card does not disturb loading

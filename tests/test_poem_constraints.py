@@ -8,7 +8,7 @@ import pytest
 
 from poetry_model import load
 from poetry_model.couplets import COUPLETS_FILE, CoupletTable, lu_lines
-from poetry_model.generation.config import BREADTH_BY_FORM
+from poetry_model.generation.config import BREADTH_BY_FORM, REPETITION_BY_FORM
 from train.quality import accidental_repeat, poem_lines
 
 MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "tang-lstm"
@@ -116,13 +116,18 @@ def test_breadth_draws_rarer_characters_and_keeps_the_form(poet):
     assert on[0][0].settings["breadth"] == 0.5
 
 
-def test_breadth_by_form_unless_given(poet):
-    """Left unset, breadth is the form's (a 律诗 narrows more at a low temperature than a 绝句, so it gets more);
-    五言 with eight acrostic heads is a 五律 and takes its value; a given breadth holds for any form."""
+def test_breadth_and_repetition_penalty_by_form_unless_given(poet):
+    """Left unset, breadth and the repetition penalty are the form's (a 律诗 narrows more than a 绝句, so it
+    gets more breadth; real 五律 repeat least, so they get the strongest penalty); 五言 with eight acrostic
+    heads is a 五律 and takes its values; a given value holds for any form."""
     requests = [dict(form=form, seed=1) for form in BREADTH_BY_FORM] + [dict(form="五言", acrostic="春夏秋冬东南西北", seed=1)]
-    used = [result[0].settings["breadth"] for result in poet.generate_many(requests)]
-    assert used == [*BREADTH_BY_FORM.values(), BREADTH_BY_FORM["五律"]]
+    results = poet.generate_many(requests)
+    for name, by_form in (("breadth", BREADTH_BY_FORM), ("repetition_penalty", REPETITION_BY_FORM)):
+        assert [result[0].settings[name] for result in results] == [*by_form.values(), by_form["五律"]]
     assert BREADTH_BY_FORM["五绝"] < BREADTH_BY_FORM["五律"] < BREADTH_BY_FORM["七律"]
-    assert poet.generate(form="七律", seed=1, breadth=0.1)[0].settings["breadth"] == 0.1
-    with pytest.raises(ValueError, match="breadth"):
-        poet.generate(form="七律", breadth=-1)
+    assert REPETITION_BY_FORM["五律"] > max(REPETITION_BY_FORM["七律"], REPETITION_BY_FORM["五绝"])
+    given = poet.generate(form="五律", seed=1, breadth=0.1, repetition_penalty=1.0)[0].settings
+    assert (given["breadth"], given["repetition_penalty"]) == (0.1, 1.0)
+    for name in ("breadth", "repetition_penalty"):
+        with pytest.raises(ValueError, match=name):
+            poet.generate(form="七律", **{name: -1})

@@ -153,6 +153,23 @@ def test_classifier_real_vs_real_near_chance_and_garbled_detected(corpus):
         assert q.classifier_accuracy(a, char_shuffled(b), corpus.features) >= 0.8, form
 
 
+def test_tfidf_classifier_near_chance_on_real_and_reads_a_skewed_rhyme(corpus):
+    """The second reader: real against real is near chance, and it reads a skew that the pooled features
+    barely see: real 七律 rhyming in the eight widest groups against the others. (Garbled word order it
+    misses at this size, which the pooled share of rare bigrams catches: the two complement each other.)"""
+    from poetry_model.prosody import analyze
+
+    real = corpus.real["七律"]
+    assert 0.38 <= q.tfidf_classifier_accuracy(real[:150], real[150:300]) <= 0.62
+    widest = {"上平一东", "上平四支", "上平七虞", "上平十一真", "下平一先", "下平七阳", "下平八庚", "下平十一尤"}
+    in_widest = [analyze(t).rhyme_group in widest for t in real]
+    a = [t for t, w in zip(real, in_widest) if w][:150]
+    b = [t for t, w in zip(real, in_widest) if not w][:150]
+    tfidf, pooled = q.tfidf_classifier_accuracy(a, b), q.classifier_accuracy(a, b, corpus.features)
+    assert tfidf >= 0.7 and tfidf > pooled + 0.1, (tfidf, pooled)
+    assert q.tfidf_classifier_accuracy(a, b, seed=3) == q.tfidf_classifier_accuracy(a, b, seed=3)
+
+
 def test_classifier_is_deterministic(corpus):
     a, b = corpus.real["七绝"][:60], char_shuffled(corpus.real["七绝"][60:120])
     assert q.classifier_accuracy(a, b, corpus.features, seed=3) == q.classifier_accuracy(a, b, corpus.features, seed=3)
@@ -229,6 +246,7 @@ def test_cli_end_to_end(full_npz, tmp_path, capsys):
         assert len(poems) == 12 and all(q.has_shape(p, form) for p in poems)
         assert r["theme"]["generated"] > r["theme"]["average_real"]  # theme= moves the poems toward the theme
         assert 0.0 <= r["classifier"]["generated_vs_real"] <= 1.0
+        assert 0.0 <= r["classifier"]["tfidf_generated_vs_real"] <= 1.0
         assert set(r["verdicts"]) == set(q.TARGETS)
         assert r["theme"]["themed_real"] > r["theme"]["average_real"]
     assert saved["forms"]["七律"]["generated"]["parallelism"] is not None

@@ -74,7 +74,7 @@ import torch
 
 from poetry_model.data import DatasetError, PoemDataset, dedup_split, load_npz, split_indices
 from poetry_model.files import atomic_path, write_text_atomic
-from poetry_model.generation.config import MAX_CANDIDATES, GenerationConfig
+from poetry_model.generation.config import BY_FORM, MAX_CANDIDATES, GenerationConfig, by_form_text
 from poetry_model.novelty import LineIndex, hash_lines, line_hash
 from poetry_model.prosody import FORMS, analyze, shape_form
 from poetry_model.text import LOST_CHAR, han_lines
@@ -479,7 +479,8 @@ def run(args: argparse.Namespace) -> dict:
         "settings": {"samples": args.samples, "seed": args.seed, "batch_size": args.batch_size,
                      "avoid_copies": args.avoid_copies, "device": str(device),
                      "generation": "Poet.generate defaults: " + ", ".join(
-                         f"{k} {GenerationConfig.default(k)}" for k in GENERATION_KEYS),
+                         f"{k} {GenerationConfig.default(k) if k not in BY_FORM else 'by form (' + by_form_text(k) + ')'}"
+                         for k in GENERATION_KEYS),
                      "acrostic_form": args.acrostic_form,
                      "acrostic_heads": f"{ACROSTIC_HEADS} distinct characters from the {len(head_pool)} most "
                                        "frequent of the training split"},

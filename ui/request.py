@@ -44,9 +44,9 @@ PAGE_PARAMS = ("prompt", "acrostic", "form", "rhyme", "rhyme_strength", "tones",
                "top_k", "top_p", "style", "num_candidates", "seed", "script", "theme")  # the page's controls, in order
 APP_PARAMS = (*PAGE_PARAMS, "locked", "relax_locked")                           # /generate's arguments
 # The library's defaults, in this app's conventions: the form by its Chinese name, seed -1 = random, top_k 0 = no limit.
-# One candidate, as in the library: at the sampling defaults (temperature 0.65, breadth by form) the
-# best-ranked of four measures worse against real poems than one poem does, at about twice its latency
-# (docs/quality.md, "Breadth by form").
+# One candidate, as in the library: at the sampling defaults (decoding by form) the best-ranked of four
+# measures worse against real poems than one poem does (24 of 30 targets against 30), at about twice its
+# latency (docs/quality.md, "Current defaults").
 DEFAULTS: dict[str, Any] = {**{k: GenerationConfig.default(k) for k in APP_PARAMS}, "form": "自由", "seed": -1,
                             "top_k": GenerationConfig.default("top_k") or 0}
 MAX_LINES = 8                 # a 律诗: the most lines that can be locked (locking needs a fixed form)

@@ -4,7 +4,7 @@ line (`add_arguments`) and the app's widgets are derived from them.
 
     cfg = GenerationConfig(form="七绝", acrostic="春夏秋冬", seed=7)
     settings = validate(poet.vocab, cfg)      # -> Settings: resolved, in the model's script
-    GenerationConfig.default("temperature")   # 0.6
+    GenerationConfig.default("temperature")   # 0.8
 """
 from __future__ import annotations
 
@@ -64,11 +64,20 @@ def check_cost(cost: int, limit: int) -> int:
     return cost
 
 
-# Sampling breadth by form, chosen with the temperature on held-out seeds (docs/quality.md, "Breadth by
-# form"): at a low temperature a longer poem narrows more (its 3-gram score rises with its length), so a
-# 律诗 needs more breadth than a 绝句 to read like real poems of its shape. Free verse is not measured
-# against real poems (they have no one shape): it takes a value between.
-BREADTH_BY_FORM = {"五绝": 0.2, "七绝": 0.2, "五律": 0.3, "七律": 0.35, "free": 0.25}
+# Breadth and repetition penalty by form, chosen with the temperature and top-p on held-out seeds
+# (docs/quality.md, "Decoding by form"): a longer poem narrows more at a given temperature (its 3-gram
+# score rises with its length), so a 律诗 needs more breadth than a 绝句; real 五律 repeat a character
+# half as often as real 七律 (27% against 55%) while the model writes both alike, so 五律 takes a
+# stronger penalty. Free verse is not measured against real poems (they have no one shape): it takes
+# values between.
+BREADTH_BY_FORM = {"五绝": 0.075, "七绝": 0.1, "五律": 0.2, "七律": 0.25, "free": 0.15}
+REPETITION_BY_FORM = {"五绝": 1.2, "七绝": 1.2, "五律": 2.0, "七律": 1.2, "free": 1.2}
+BY_FORM = {"breadth": BREADTH_BY_FORM, "repetition_penalty": REPETITION_BY_FORM}  # what their default None means
+
+
+def by_form_text(name: str) -> str:
+    """A by-form default as text: "五绝 0.075, 七绝 0.1, ..." (help texts and reports)."""
+    return ", ".join(f"{form} {value}" for form, value in BY_FORM[name].items())
 
 
 def option(default: Any, help: str, *, lo: float | None = None, hi: float | None = None, open_low: bool = False,
@@ -93,20 +102,21 @@ class GenerationConfig:
                                         "0 = off", lo=0, hi=1)
     tone_strength: float = option(1.0, "0..1: 1 = hard mask, s < 1 multiplies off-tone probabilities by 1 - s, "
                                        "0 = off", lo=0, hi=1)
-    # Decoding defaults chosen by measurement (train/quality.py, docs/quality.md: "Decoding grid").
-    temperature: float = option(0.65, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
+    # Decoding defaults chosen by measurement (train/quality.py, docs/quality.md: "Decoding by form").
+    temperature: float = option(0.8, "0 = greedy; higher = bolder", lo=0, hi=MAX_TEMPERATURE,
                                 flags=("-t", "--temperature"))
     top_k: int | None = option(None, "sample among the k most likely tokens (None = no limit; above the vocabulary "
                                    "size = all of it)", lo=1, hi=2**62)
-    top_p: float = option(0.95, "nucleus sampling: the smallest head of the distribution with this mass",
+    top_p: float = option(0.9, "nucleus sampling: the smallest head of the distribution with this mass",
                           lo=0, hi=1, open_low=True)
-    repetition_penalty: float = option(1.2, "nats subtracted per earlier use of a character (叠字 exempt with dieci)",
-                                       lo=0, hi=MAX_REPETITION_PENALTY)
+    repetition_penalty: float | None = option(None, "nats subtracted per earlier use of a character (叠字 exempt "
+                                                    "with dieci; None = the form's: " + by_form_text("repetition_penalty") + ")",
+                                              lo=0, hi=MAX_REPETITION_PENALTY)
     dieci: bool = option(True, "叠字: a character may double the one before it inside a line (萧萧) free of the "
                                "repetition penalty, the pair counting as one use", flags=("--no-dieci",))
     breadth: float | None = option(None, "vocabulary breadth: nats toward a character per nat it is rarer than the "
                                          "corpus's usual one (the draw follows p(c | poem) / p(c)^breadth; 0 = off; "
-                                         "None = the form's: " + ", ".join(f"{form} {value}" for form, value in BREADTH_BY_FORM.items()) + ")",
+                                         "None = the form's: " + by_form_text("breadth") + ")",
                                    lo=0, hi=MAX_BREADTH)
     parallelism: str = option("auto", "对仗: auto (律诗 middle couplets), on (also a 绝句's 2nd and 4th lines) or off",
                               choices=PARALLELISM)
@@ -416,7 +426,9 @@ def validate(vocab, config: GenerationConfig | None = None, /, **kwargs: Any) ->
         tones=check_flag("tones", c.tones), rhyme_strength=_in_range("rhyme_strength", c.rhyme_strength),
         tone_strength=_in_range("tone_strength", c.tone_strength), temperature=_in_range("temperature", c.temperature),
         top_k=top_k, top_p=_in_range("top_p", c.top_p),
-        repetition_penalty=_in_range("repetition_penalty", c.repetition_penalty), dieci=check_flag("dieci", c.dieci),
+        repetition_penalty=(REPETITION_BY_FORM[name] if c.repetition_penalty is None
+                            else _in_range("repetition_penalty", c.repetition_penalty)),
+        dieci=check_flag("dieci", c.dieci),
         breadth=BREADTH_BY_FORM[name] if c.breadth is None else _in_range("breadth", c.breadth),
         parallelism=_choice("parallelism", c.parallelism, PARALLELISM),
         parallel_strength=_in_range("parallel_strength", c.parallel_strength),

@@ -183,7 +183,7 @@ class LockedFormState(FormState):
                 groups = level if groups is None else level & groups
             self.reserved.add(tok)
         if groups:
-            self.groups = groups & self.fm.wide or groups
+            self.groups = groups & self.fm.common or groups
         if 0 in self.locked and 0 not in must and self.groups is not None:
             tok = self.locked[0][-1]  # an open first line joins the rhyme only with a character of its group
             if not self.fm.level[tok] & self.groups:

@@ -24,10 +24,10 @@ from .readings import (
     HAN_RE,
     LEXICON_FORMAT,
     LEXICON_PATH,
+    NARROW_GROUPS,
     NEIGHBOUR_CLUSTERS,
     PING,
     TEMPLATE_NAMES,
-    WIDE_GROUPS,
     ZE,
     Entry,
     Lexicon,
@@ -54,8 +54,8 @@ from .rules import (
     templates,
 )
 
-__all__ = ["EOP", "FORM_NAMES", "FORMS", "HAN_RE", "LEXICON_FORMAT", "LEXICON_PATH", "LOST_CHAR", "NEIGHBOUR_CLUSTERS",
-           "PING", "TEMPLATE_NAMES", "WIDE_GROUPS", "ZE", "CharNote", "Entry", "FormMasks", "FormState", "Lexicon",
+__all__ = ["EOP", "FORM_NAMES", "FORMS", "HAN_RE", "LEXICON_FORMAT", "LEXICON_PATH", "LOST_CHAR", "NARROW_GROUPS", "NEIGHBOUR_CLUSTERS",
+           "PING", "TEMPLATE_NAMES", "ZE", "CharNote", "Entry", "FormMasks", "FormState", "Lexicon",
            "LineCheck", "PoemReport", "RhymeCheck", "StepMasks", "ToneFit", "analyze", "best_template", "char_rhyme_groups",
            "char_tones", "check_line", "check_rhyme", "detect_form", "fit_template", "form_template_lines",
            "format_report", "han_lines", "lexicon", "main", "shape_form", "strict_positions", "template_lines",

@@ -6,7 +6,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..text import COUPLET_ENDS, LOST_CHAR
-from .readings import EOP, FORMS, HAN_RE, PING, TEMPLATE_NAMES, WIDE_GROUPS, ZE, Lexicon, _tones_of, lexicon
+from .readings import EOP, FORMS, HAN_RE, PING, TEMPLATE_NAMES, ZE, Lexicon, _tones_of, lexicon
 from .rules import form_template_lines, strict_positions
 
 if TYPE_CHECKING:  # numpy is imported where masks are built
@@ -57,7 +57,7 @@ class FormMasks:
         self.known = [bool(t) for t in tones]
         self.reliable = [e is not None and not e.guessed for e in entries]
         self.level = [frozenset(lex.level(e)) for e in entries]
-        self.wide = frozenset(lex.groups.index(w) for w in WIDE_GROUPS)
+        self.common = lex.common_groups  # where a free rhyme may go (not the 险韵)
 
     def _build_masks(self, lex: Lexicon) -> None:
         """The read-only arrays that steps hand out."""
@@ -84,7 +84,7 @@ class FormMasks:
         for i, groups in enumerate(self.level):
             self.in_group[list(groups), i] = self.can_ping[i]  # strict: a polyphone read 仄 cannot rhyme
         self.in_group.flags.writeable = False
-        self.first_line_open = _frozen(self.group_mask(self.wide) | self.ze)
+        self.first_line_open = _frozen(self.group_mask(self.common) | self.ze)
 
     def group_mask(self, groups: frozenset[int]) -> np.ndarray:
         """Characters in any of the groups (cached per set of groups)."""
@@ -196,12 +196,12 @@ class FormState:
         return self.line % 2 == 1 or (self.line == 0 and all(n.endswith("首句入韵") for n in self.alive))
 
     def _rhyme_mask(self) -> np.ndarray | None:
-        """Characters of the rhyme group (wide groups while free), no rhyme character twice."""
+        """Characters of the rhyme group (any common group while free), no rhyme character twice."""
         if self.pos == self.length - 1 and self._first_line_rhyme_open():
             return self.fm.first_line_open
         if not self._is_rhyme_position():
             return None
-        base = self.fm.group_mask(self.groups if self.groups else self.fm.wide)
+        base = self.fm.group_mask(self.groups if self.groups else self.fm.common)
         mask = base
         if self.used_rhymes:
             mask = base.copy()
@@ -272,11 +272,11 @@ class FormState:
         return code == "." or not fm.known[token] or (fm.can_ping[token] if code == "P" else fm.can_ze[token])
 
     def _choose_first_line(self, names: list[str], token: int) -> list[str]:
-        """Line 1 rhymes if its last character can, preferring a wide group; else it is left oblique."""
+        """Line 1 rhymes if its last character can, preferring a common group; else it is left oblique."""
         rhymed = [n for n in names if n.endswith("首句入韵")]
         unrhymed = [n for n in names if not n.endswith("首句入韵")]
         groups = self.fm.level[token]
-        if rhymed and groups and (not unrhymed or groups & self.fm.wide or not self.fm.can_ze[token]):
+        if rhymed and groups and (not unrhymed or groups & self.fm.common or not self.fm.can_ze[token]):
             return rhymed
         return unrhymed or rhymed
 
@@ -288,7 +288,7 @@ class FormState:
             self._relax(f"韵字「{name}」重复")
         self.used_rhymes.add(token)
         if self.groups is None:
-            self.groups = (groups & self.fm.wide or groups) or None
+            self.groups = (groups & self.fm.common or groups) or None
             if not groups:
                 self._relax(f"第{self.line + 1}句韵脚「{name}」非平声韵字")
         elif groups & self.groups:

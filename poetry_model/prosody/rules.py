@@ -7,7 +7,7 @@ from functools import cache
 from typing import Any
 
 from ..text import han_lines
-from .readings import FORM_NAMES, FORMS, NEIGHBOUR_CLUSTERS, PING, TEMPLATE_NAMES, WIDE_GROUPS, ZE, Entry, Lexicon, _short, _tones_of, lexicon
+from .readings import FORM_NAMES, FORMS, NEIGHBOUR_CLUSTERS, PING, TEMPLATE_NAMES, ZE, Entry, Lexicon, _short, _tones_of, lexicon
 
 # ---------------------------------------------------------------------------------------------
 # Lines, forms and templates
@@ -184,7 +184,7 @@ def _neighbours(short: str) -> frozenset[str]:
 def _best_group(ends: list[Entry | None], first: Entry | None, tone: str, lex: Lexicon) -> tuple[int | None, int]:
     """The group of that tone (平, or any oblique) shared by most even-line ends.
 
-    Ties go to the group line 1 rhymes on, then to a wide group."""
+    Ties go to the group line 1 rhymes on, then to a common (not 险韵) group."""
     counts: dict[int, int] = {}
     for entry in ends:
         for g in set(entry.groups if entry else ()):
@@ -192,9 +192,8 @@ def _best_group(ends: list[Entry | None], first: Entry | None, tone: str, lex: L
                 counts[g] = counts.get(g, 0) + 1
     if not counts:
         return None, 0
-    wide = {lex.groups.index(w) for w in WIDE_GROUPS}
     first_groups = first.groups if first else ()
-    group = max(counts, key=lambda g: (counts[g], g in first_groups, g in wide, -g))
+    group = max(counts, key=lambda g: (counts[g], g in first_groups, g in lex.common_groups, -g))
     return group, counts[group]
 
 
